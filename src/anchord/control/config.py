@@ -1,0 +1,402 @@
+"""The resolver's configuration: TOML, a default for every option, strict checking.
+
+An unknown key or a bad value stops start-up with one line naming the file, the key
+and what is wrong (ConfigError). Every option and its default is listed in the README;
+`anchord config-defaults` prints them as TOML.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+# The root's trust anchors as IANA publishes them (root-anchors.xml): KSK-2017 and
+# KSK-2024. Replace with `dnssec.trust_anchors` in the config.
+ROOT_TRUST_ANCHORS = (
+    ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D",
+    ". IN DS 38696 8 2 683D2D0ACB8C9B712A1948B27F741219298D0A450D612C483AF444A4C0FB2B16",
+)
+
+# IANA root hints (named.root): name, IPv4, IPv6.
+ROOT_HINTS = (
+    ("a.root-servers.net.", "198.41.0.4", "2001:503:ba3e::2:30"),
+    ("b.root-servers.net.", "170.247.170.2", "2801:1b8:10::b"),
+    ("c.root-servers.net.", "192.33.4.12", "2001:500:2::c"),
+    ("d.root-servers.net.", "199.7.91.13", "2001:500:2d::d"),
+    ("e.root-servers.net.", "192.203.230.10", "2001:500:a8::e"),
+    ("f.root-servers.net.", "192.5.5.241", "2001:500:2f::f"),
+    ("g.root-servers.net.", "192.112.36.4", "2001:500:12::d0d"),
+    ("h.root-servers.net.", "198.97.190.53", "2001:500:1::53"),
+    ("i.root-servers.net.", "192.36.148.17", "2001:7fe::53"),
+    ("j.root-servers.net.", "192.58.128.30", "2001:503:c27::2:30"),
+    ("k.root-servers.net.", "193.0.14.129", "2001:7fd::1"),
+    ("l.root-servers.net.", "199.7.83.42", "2001:500:9f::42"),
+    ("m.root-servers.net.", "202.12.27.33", "2001:dc3::35"),
+)
+
+
+def _default_hints() -> dict[str, list[str]]:
+    return {name: [v4, v6] for name, v4, v6 in ROOT_HINTS}
+
+
+class ConfigError(Exception):
+    """A problem with the configuration, as one line an operator can act on."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:53", "[::1]:53"])
+    access_control: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    workers: int = 1
+    tcp_idle_timeout: float = 10.0
+    max_tcp_clients: int = 256
+    fast_path: bool = True
+
+
+@dataclass(slots=True)
+class UpstreamConfig:
+    port: int = 53  # port of the authoritative servers (the testbed uses another)
+    timeout: float = 1.5  # seconds before one upstream try is abandoned
+    attempts: int = 3  # tries per question across a zone's servers
+    qname_minimisation: bool = True  # RFC 9156, relaxed mode
+    edns_buffer_size: int = 1232
+    do_ipv4: bool = True
+    do_ipv6: bool = True
+    max_referrals: int = 30
+    max_cname_chain: int = 12
+    max_upstream_queries: int = 120  # per client question, all sub-queries included
+    root_hints: dict[str, list[str]] = field(default_factory=_default_hints)
+    # zone name -> ["addr" or "addr:port" ...]: stub zones, asked non-recursively.
+    stub_zones: dict[str, list[str]] = field(default_factory=dict)
+    # zone name -> ["addr[:port]" ...]: forward zones, asked recursively (RD set).
+    forward_zones: dict[str, list[str]] = field(default_factory=dict)
+    # Refuse to query these (RFC 6761 style safety); the testbed lives on loopback, so
+    # loopback is allowed by default.
+    do_not_query: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DnssecConfig:
+    enabled: bool = True
+    trust_anchors: list[str] = field(default_factory=lambda: list(ROOT_TRUST_ANCHORS))
+    insecure_zones: list[str] = field(default_factory=list)  # permanent negative anchors
+    clock_skew: int = 0  # seconds of tolerance either side of an RRSIG's validity window
+    # Judge signature validity as of this epoch time instead of now (replays); 0 = now.
+    override_time: int = 0
+    nsec3_max_iterations: int = 150  # RFC 9276: above this, insecure with EDE 27
+    max_signature_checks: int = 64  # per client question (KeyTrap bound)
+    max_key_tag_collisions: int = 4  # keys tried per RRSIG (KeyTrap bound)
+    # "rfc8624" (default, RFC 8624 validation column) or "all" (DSA, SHA-1, ... too;
+    # only for replaying old test scenarios).
+    algorithm_policy: str = "rfc8624"
+
+
+@dataclass(slots=True)
+class CacheConfig:
+    max_entries: int = 1_000_000
+    min_ttl: int = 0
+    max_ttl: int = 86400
+    max_negative_ttl: int = 3600
+    aggressive_nsec: bool = False
+
+
+@dataclass(slots=True)
+class ServeStaleConfig:
+    enabled: bool = True
+    max_stale_age: int = 86400  # RFC 8767: 1 to 3 days
+    stale_ttl: int = 30
+    client_timeout: float = 1.8  # answer stale if a refresh has not finished by then
+    failure_recheck: int = 30  # no new upstream try for a name this long after a failure
+
+
+@dataclass(slots=True)
+class FailureCacheConfig:
+    enabled: bool = True
+    min_ttl: int = 1  # RFC 9520: at least 1 s
+    max_ttl: int = 300  # RFC 9520: at most 5 min
+
+
+@dataclass(slots=True)
+class NtaConfig:
+    default_lifetime: int = 3600
+    max_lifetime: int = 604800
+    recheck_interval: int = 300
+    state_file: str = "anchord-nta.json"  # relative to the config file's folder
+
+
+@dataclass(slots=True)
+class ControlConfig:
+    enabled: bool = True
+    listen: str = "127.0.0.1:8953"
+    token_file: str = "anchord-control.token"  # relative to the config file's folder
+    metrics: bool = True
+
+
+@dataclass(slots=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    dnssec: DnssecConfig = field(default_factory=DnssecConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    serve_stale: ServeStaleConfig = field(default_factory=ServeStaleConfig)
+    failure_cache: FailureCacheConfig = field(default_factory=FailureCacheConfig)
+    nta: NtaConfig = field(default_factory=NtaConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    # The folder relative paths are resolved against (the config file's own).
+    base_dir: str = "."
+
+    def path(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a table"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: unsupported option type")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported option type {tp!r}")
+
+
+def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name: f for f in fields(obj)}
+    for key, value in table.items():
+        path = f"{where}.{key}" if where else key
+        if key not in known or key == "base_dir":
+            options = ", ".join(sorted(k for k in known if k != "base_dir"))
+            raise ConfigError(f"unknown key '{path}' (known here: {options})")
+        tp = hints[key]
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{path}' must be a table ([{path}])")
+            _fill(current, value, path)
+        else:
+            setattr(obj, key, _coerce(value, tp, f"key '{path}'"))
+
+
+def _check_range(where: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"key '{where}': {value} is out of range ({low} to {high})")
+
+
+def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
+    """'127.0.0.1:53', '[::1]:53', '::1', '127.0.0.1' -> (host, port); ValueError if bad."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"unclosed '[' in {text!r}")
+        host = text[1:end]
+        rest = text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected ':port' after ']' in {text!r}")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = int(p)
+    ipaddress.ip_address(host)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
+def _validate(cfg: Config) -> None:
+    for i, item in enumerate(cfg.server.listen):
+        try:
+            parse_endpoint(item)
+        except ValueError as e:
+            raise ConfigError(f"key 'server.listen[{i}]': bad address {item!r}: {e}") from None
+    for i, item in enumerate(cfg.server.access_control):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"key 'server.access_control[{i}]': {item!r} is not a network like 127.0.0.0/8"
+            ) from None
+    _check_range("server.workers", cfg.server.workers, 1, 256)
+    _check_range("upstream.port", cfg.upstream.port, 1, 65535)
+    _check_range("upstream.timeout", cfg.upstream.timeout, 0.01, 60)
+    _check_range("upstream.attempts", cfg.upstream.attempts, 1, 20)
+    _check_range("upstream.edns_buffer_size", cfg.upstream.edns_buffer_size, 512, 65535)
+    for zone_map, key in ((cfg.upstream.stub_zones, "stub_zones"),
+                          (cfg.upstream.forward_zones, "forward_zones"),
+                          (cfg.upstream.root_hints, "root_hints")):
+        for name, addrs in zone_map.items():
+            for a in addrs:
+                try:
+                    parse_endpoint(a, cfg.upstream.port)
+                except ValueError as e:
+                    raise ConfigError(
+                        f"key 'upstream.{key}.{name}': bad address {a!r}: {e}"
+                    ) from None
+    if not cfg.upstream.root_hints and "." not in cfg.upstream.stub_zones \
+            and "." not in cfg.upstream.forward_zones:
+        raise ConfigError("key 'upstream.root_hints': empty, and no stub or forward zone for '.'")
+    _check_range("cache.min_ttl", cfg.cache.min_ttl, 0, 86400 * 7)
+    _check_range("cache.max_ttl", cfg.cache.max_ttl, 1, 86400 * 30)
+    if cfg.cache.min_ttl > cfg.cache.max_ttl:
+        raise ConfigError("key 'cache.min_ttl': larger than cache.max_ttl")
+    _check_range("cache.max_entries", cfg.cache.max_entries, 100, 100_000_000)
+    _check_range("serve_stale.max_stale_age", cfg.serve_stale.max_stale_age, 0, 86400 * 7)
+    _check_range("serve_stale.stale_ttl", cfg.serve_stale.stale_ttl, 1, 86400)
+    _check_range("serve_stale.client_timeout", cfg.serve_stale.client_timeout, 0, 60)
+    _check_range("failure_cache.min_ttl", cfg.failure_cache.min_ttl, 1, 300)
+    _check_range("failure_cache.max_ttl", cfg.failure_cache.max_ttl, 1, 300)
+    _check_range("nta.default_lifetime", cfg.nta.default_lifetime, 1, cfg.nta.max_lifetime)
+    _check_range("nta.max_lifetime", cfg.nta.max_lifetime, 1, 604800)
+    _check_range("dnssec.nsec3_max_iterations", cfg.dnssec.nsec3_max_iterations, 0, 2500)
+    _check_range("dnssec.max_signature_checks", cfg.dnssec.max_signature_checks, 1, 10000)
+    if cfg.dnssec.algorithm_policy not in ("rfc8624", "all"):
+        raise ConfigError(
+            f"key 'dnssec.algorithm_policy': {cfg.dnssec.algorithm_policy!r} "
+            "is not one of 'rfc8624', 'all'"
+        )
+    if cfg.log.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"key 'log.level': {cfg.log.level!r} is not debug/info/warning/error")
+    try:
+        parse_endpoint(cfg.control.listen, 8953)
+    except ValueError as e:
+        raise ConfigError(f"key 'control.listen': bad address {cfg.control.listen!r}: {e}") from None
+    import dns.exception
+    import dns.name
+    import dns.rrset
+
+    for i, line in enumerate(cfg.dnssec.trust_anchors):
+        try:
+            parse_trust_anchor(line)
+        except (ValueError, dns.exception.DNSException) as e:
+            raise ConfigError(f"key 'dnssec.trust_anchors[{i}]': {e}") from None
+    for i, zone in enumerate(cfg.dnssec.insecure_zones):
+        try:
+            dns.name.from_text(zone)
+        except dns.exception.DNSException as e:
+            raise ConfigError(f"key 'dnssec.insecure_zones[{i}]': {e}") from None
+
+
+def parse_trust_anchor(line: str) -> Any:
+    """A DS or DNSKEY record in zone-file syntax -> dns.rrset.RRset."""
+    import dns.rdatatype
+    import dns.rrset
+
+    parts = line.split()
+    if len(parts) < 4:
+        raise ValueError(f"not a DS or DNSKEY record: {line!r}")
+    owner, rest = parts[0], parts[1:]
+    ttl = 3600
+    if rest and rest[0].isdigit():
+        ttl = int(rest.pop(0))
+    if rest and rest[0].upper() == "IN":
+        rest.pop(0)
+    if not rest or rest[0].upper() not in ("DS", "DNSKEY"):
+        raise ValueError(f"a trust anchor must be a DS or DNSKEY record: {line!r}")
+    rtype = rest.pop(0).upper()
+    return dns.rrset.from_text(owner, ttl, "IN", rtype, " ".join(rest))
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and check a config file; None gives the defaults."""
+    cfg = Config()
+    if path is None:
+        _validate(cfg)
+        return cfg
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    cfg.base_dir = str(p.resolve().parent)
+    try:
+        _fill(cfg, table, "")
+        _validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return cfg
+
+
+def defaults_as_toml() -> str:
+    """Every option with its default, as a TOML document (for `anchord config-defaults`)."""
+    lines: list[str] = []
+    cfg = Config()
+    for section in fields(cfg):
+        if section.name == "base_dir":
+            continue
+        lines.append(f"[{section.name}]")
+        obj = getattr(cfg, section.name)
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
+    return repr(value)
+
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_endpoint", "parse_trust_anchor",
+           "defaults_as_toml", "MISSING"]
