@@ -1,0 +1,232 @@
+"""The real upstream transport: one DNS query over UDP or TCP to one server.
+
+Spoofing resistance (RFC 5452): every UDP query gets a fresh socket on a random source
+port and a random 16-bit ID, both from the OS's CSPRNG. The socket is connected, so the
+kernel already drops datagrams from any other address or port, and ICMP errors reach us
+as exceptions; a datagram from the right source still has to match ID, QR and question
+(name case-insensitively, type, class), otherwise it is ignored and the wait goes on: a
+blind spoofer must never be able to end the wait early.
+
+Timeouts are given in resolver seconds and converted with `clock.real_seconds()`, so a
+scaled simulated clock shortens real waits; RTTs are measured on the same clock. Every
+failure is a value (UpstreamResult with an UpstreamError), never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import struct
+from random import SystemRandom
+from typing import Protocol
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+
+from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
+from anchord.engine.clock import SystemClock
+
+_RANDOM = SystemRandom()
+_PORT_LOW = 1024  # never an unprivileged-reserved or well-known source port
+_PORT_TRIES = 8  # random ports tried before letting the kernel pick one
+_MAX_UDP = 65535
+# Rcodes a server may answer with an empty question section (it could not parse ours).
+_NO_QUESTION_OK = (dns.rcode.FORMERR, dns.rcode.NOTIMP, dns.rcode.SERVFAIL, dns.rcode.REFUSED)
+# What dnspython raises for a response it cannot parse (FormError covers ShortHeader,
+# TrailingJunk, BadEDNS, BadPointer, BadLabelType, NameTooLong and wrapped rdata errors).
+_PARSE_ERRORS = (
+    dns.exception.FormError,
+    dns.exception.SyntaxError,  # LabelTooLong
+    dns.message.UnknownHeaderField,
+    dns.message.UnknownTSIGKey,
+)
+
+
+class _RealClock(Protocol):
+    def now(self) -> float: ...
+
+    def real_seconds(self, seconds: float) -> float: ...
+
+
+class _Mismatch(Exception):
+    """The datagram is not the answer to our query (internal signal, never escapes)."""
+
+
+def _check_response(
+    wire: bytes, qid: int, request: dns.message.Message
+) -> dns.message.Message:
+    """Parse `wire` and check it answers `request` sent with `qid`.
+
+    Raises _Mismatch for something that is not ours (ID, QR, question), and one of
+    _PARSE_ERRORS when the ID matched but the message cannot be parsed.
+    """
+    # Cheap checks on the raw header first: most spoofed or stray packets stop here.
+    if len(wire) < 12:
+        raise _Mismatch
+    rid, flags = struct.unpack_from("!HH", wire)
+    if rid != qid or not flags & dns.flags.QR:
+        raise _Mismatch
+    try:
+        response = dns.message.from_wire(wire)
+    except _PARSE_ERRORS:
+        if not flags & dns.flags.TC:
+            raise
+        # A truncated UDP answer may be cut mid-record; its question still says
+        # whether it is ours, and the caller only needs TC to retry over TCP.
+        response = dns.message.from_wire(wire, question_only=True)
+    if response.opcode() != request.opcode():
+        raise _Mismatch
+    if not response.question:
+        if request.question and response.rcode() not in _NO_QUESTION_OK:
+            raise _Mismatch
+        return response
+    if len(response.question) != len(request.question):
+        raise _Mismatch
+    for got, sent in zip(response.question, request.question, strict=True):
+        # Name equality in dnspython is case-insensitive (0x20 randomised queries).
+        if got.name != sent.name or got.rdtype != sent.rdtype or got.rdclass != sent.rdclass:
+            raise _Mismatch
+    return response
+
+
+class _UdpWaiter(asyncio.DatagramProtocol):
+    """Collects the one matching datagram for one query on one connected socket."""
+
+    def __init__(self, qid: int, request: dns.message.Message,
+                 done: asyncio.Future[dns.message.Message | UpstreamError]) -> None:
+        self.qid = qid
+        self.request = request
+        self.done = done
+        self.ignored = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int] | object) -> None:
+        if self.done.done():
+            return
+        try:
+            response = _check_response(data, self.qid, self.request)
+        except _Mismatch:
+            self.ignored += 1  # not ours: keep waiting
+            return
+        except _PARSE_ERRORS:
+            self.done.set_result(UpstreamError.MALFORMED)
+            return
+        self.done.set_result(response)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port/host unreachable on a connected UDP socket.
+        if not self.done.done():
+            self.done.set_result(UpstreamError.NETWORK)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(UpstreamError.NETWORK)
+
+
+def _udp_socket(server: ServerAddress) -> socket.socket:
+    """A non-blocking UDP socket on a random source port, connected to `server`."""
+    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        any_addr = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        for _ in range(_PORT_TRIES):
+            try:
+                sock.bind((any_addr, _RANDOM.randint(_PORT_LOW, 65535)))
+                break
+            except OSError as e:
+                if e.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+        else:
+            sock.bind((any_addr, 0))  # the kernel's ephemeral ports are random too
+        sock.connect((server.host, server.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class NetworkTransport:
+    """The `Transport` port over real sockets (asyncio low-level APIs; uvloop-safe)."""
+
+    def __init__(self, clock: _RealClock | None = None) -> None:
+        self.clock: _RealClock = clock if clock is not None else SystemClock()
+
+    async def query(
+        self,
+        server: ServerAddress,
+        request: dns.message.Message,
+        *,
+        tcp: bool = False,
+        timeout: float = 1.5,
+    ) -> UpstreamResult:
+        qid = _RANDOM.getrandbits(16)
+        # The core built the message (flags, EDNS); we only stamp our own ID on the
+        # wire copy, leaving the caller's object untouched.
+        wire = request.to_wire()
+        wire = struct.pack("!H", qid) + wire[2:]
+        real_timeout = self.clock.real_seconds(timeout)
+        started = self.clock.now()
+        if tcp:
+            outcome = await self._tcp(server, wire, qid, request, real_timeout)
+        else:
+            outcome = await self._udp(server, wire, qid, request, real_timeout)
+        rtt = max(0.0, self.clock.now() - started)
+        if isinstance(outcome, UpstreamError):
+            return UpstreamResult(server, None, outcome, rtt, tcp)
+        return UpstreamResult(server, outcome, None, rtt, tcp)
+
+    async def _udp(self, server: ServerAddress, wire: bytes, qid: int,
+                   request: dns.message.Message, real_timeout: float
+                   ) -> dns.message.Message | UpstreamError:
+        loop = asyncio.get_running_loop()
+        try:
+            sock = _udp_socket(server)
+        except OSError:
+            return UpstreamError.NETWORK
+        done: asyncio.Future[dns.message.Message | UpstreamError] = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpWaiter(qid, request, done), sock=sock)
+        except OSError:
+            sock.close()
+            return UpstreamError.NETWORK
+        try:
+            transport.sendto(wire)
+            return await asyncio.wait_for(done, real_timeout)
+        except TimeoutError:
+            return UpstreamError.TIMEOUT
+        except OSError:
+            return UpstreamError.NETWORK
+        finally:
+            transport.close()
+
+    async def _tcp(self, server: ServerAddress, wire: bytes, qid: int,
+                   request: dns.message.Message, real_timeout: float
+                   ) -> dns.message.Message | UpstreamError:
+        try:
+            async with asyncio.timeout(real_timeout):
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                try:
+                    writer.write(struct.pack("!H", len(wire)) + wire)
+                    await writer.drain()
+                    (length,) = struct.unpack("!H", await reader.readexactly(2))
+                    data = await reader.readexactly(length)
+                finally:
+                    writer.close()
+        except TimeoutError:
+            return UpstreamError.TIMEOUT
+        except (OSError, asyncio.IncompleteReadError):
+            return UpstreamError.NETWORK
+        try:
+            return _check_response(data, qid, request)
+        except (_Mismatch, *_PARSE_ERRORS):
+            # On our own TCP connection nothing else can arrive: a mismatch is a
+            # broken server, not a spoof to wait out.
+            return UpstreamError.MALFORMED
+
+
+__all__ = ["NetworkTransport"]
