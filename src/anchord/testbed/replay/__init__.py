@@ -1,0 +1,1 @@
+"""The runner for Unbound's and Deckard's replay scenarios (`anchord rpl`)."""

@@ -1,0 +1,457 @@
+"""Parse Unbound and Deckard replay scenarios (.rpl) into frozen values.
+
+The format is described in ../shared/rpl/FORMAT.md. Parsing never raises for a
+construct it does not know: it records the construct in `Scenario.unsupported` so
+the runner can report the scenario as unsupported with that reason. Only I/O errors
+escape (and a missing CONFIG_END / SCENARIO_BEGIN is recorded, not raised).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.tokenizer
+
+
+class Dialect(enum.Enum):
+    UNBOUND = "unbound"
+    DECKARD = "deckard"
+
+
+SECTION_NAMES = ("QUESTION", "ANSWER", "AUTHORITY", "ADDITIONAL")
+FLAG_WORDS = frozenset({"QR", "AA", "TC", "RD", "RA", "AD", "CD", "DO", "Z"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigItem:
+    """One `key: value` of the header; `section` is "" for Deckard and top-level keys."""
+
+    section: str
+    key: str
+    value: str  # quotes removed, comments stripped
+    line: int
+    block: int = 0  # which section occurrence: two stub-zone: sections differ here
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionItem:
+    name: dns.name.Name
+    rdtype: int
+    rdclass: int = dns.rdataclass.IN
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    name: dns.name.Name
+    ttl: int
+    rdclass: int
+    rdtype: int
+    rdata: dns.rdata.Rdata
+
+    @property
+    def covers(self) -> int:
+        return int(self.rdata.covers()) if self.rdtype == dns.rdatatype.RRSIG else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An ENTRY_BEGIN ... ENTRY_END block: a scripted reply, a query, or an expectation."""
+
+    line: int
+    match: frozenset[str] = frozenset()  # lowercased MATCH words, "ede=N" excluded
+    match_ede: str | None = None  # "N" or "any" from MATCH ede=N
+    adjust: frozenset[str] = frozenset()  # lowercased ADJUST words, sleep excluded
+    sleep: float = 0.0
+    flags: frozenset[str] = frozenset()  # uppercased REPLY flag words (DO included)
+    rcode: int = dns.rcode.NOERROR
+    opcode: int = dns.opcode.QUERY
+    question: tuple[QuestionItem, ...] = ()
+    answer: tuple[Record, ...] = ()
+    authority: tuple[Record, ...] = ()
+    additional: tuple[Record, ...] = ()
+    hex_answer: bytes | None = None
+    hex_ednsdata: bytes | None = None
+    raw: bytes | None = None
+    mandatory: bool = False
+    unknown: tuple[str, ...] = ()  # constructs seen but not understood
+
+    def section(self, name: str) -> tuple[Record, ...]:
+        return {"ANSWER": self.answer, "AUTHORITY": self.authority,
+                "ADDITIONAL": self.additional}[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    start: int
+    end: int
+    addresses: tuple[str, ...]  # "host" or "host@port"; empty = any server
+    entries: tuple[Entry, ...]
+    line: int
+
+    def active(self, step: int) -> bool:
+        return self.start <= step <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    number: int
+    kind: str  # QUERY, CHECK_ANSWER, TIME_PASSES, REPLY, TIMEOUT, ...
+    args: tuple[str, ...]  # the rest of the STEP line (comments removed)
+    entries: tuple[Entry, ...]
+    line: int
+    text: tuple[str, ...] = ()  # FILE_BEGIN..FILE_END lines (CHECK_AUTOTRUST/TEMPFILE)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    path: str
+    dialect: Dialect
+    config: tuple[ConfigItem, ...]
+    title: str
+    ranges: tuple[Range, ...]
+    steps: tuple[Step, ...]
+    unsupported: tuple[str, ...] = ()  # reasons found while parsing
+    header_blocks: tuple[str, ...] = ()  # AUTOTRUST_FILE / TEMPFILE_NAME blocks seen
+
+    def config_values(self, key: str, section: str | None = None) -> list[str]:
+        return [c.value for c in self.config
+                if c.key == key and (section is None or c.section == section)]
+
+
+class _Lines:
+    """The file's lines with a cursor; comments are kept (records use dnspython's)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.pos = 0
+
+    def next(self) -> tuple[int, str] | None:
+        if self.pos >= len(self.lines):
+            return None
+        self.pos += 1
+        return self.pos, self.lines[self.pos - 1]
+
+
+def strip_comment(line: str, marks: str = ";") -> str:
+    """Remove a comment that starts outside double quotes."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch in marks and not quoted:
+            return line[:i]
+    return line
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].strip()
+    return value
+
+
+def _guess_dialect(path: Path, header: list[str]) -> Dialect:
+    if "deckard" in (p.lower() for p in path.parts):
+        return Dialect.DECKARD
+    if "unbound" in (p.lower() for p in path.parts):
+        return Dialect.UNBOUND
+    sections = {strip_comment(h, "#;").strip() for h in header}
+    if sections & {"server:", "stub-zone:", "forward-zone:"}:
+        return Dialect.UNBOUND
+    return Dialect.DECKARD
+
+
+def _parse_config(header: list[tuple[int, str]], dialect: Dialect) -> list[ConfigItem]:
+    items: list[ConfigItem] = []
+    section = ""
+    block = 0
+    for lineno, raw in header:
+        line = strip_comment(raw, "#;").strip()
+        if not line or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        value = value.strip()
+        if dialect is Dialect.UNBOUND and not value:
+            section = key  # "server:", "stub-zone:", ... start a section
+            block += 1
+            continue
+        items.append(ConfigItem(section, key, _unquote(value), lineno, block))
+    return items
+
+
+def _parse_question(line: str, origin: dns.name.Name) -> QuestionItem:
+    tokens = line.split()
+    name = dns.name.from_text(tokens[0], origin)
+    rest = [t.upper() for t in tokens[1:]]
+    rdclass = dns.rdataclass.IN
+    if rest and rest[0] in ("IN", "CH", "HS", "ANY", "NONE"):
+        rdclass = dns.rdataclass.from_text(rest.pop(0))
+    rdtype = dns.rdatatype.from_text(rest[0]) if rest else dns.rdatatype.A
+    return QuestionItem(name, int(rdtype), int(rdclass))
+
+
+def parse_record(line: str, origin: dns.name.Name, default_ttl: int) -> Record:
+    """One zone-file record on one line: owner [ttl] [class] type rdata (either order)."""
+    tok = dns.tokenizer.Tokenizer(line)
+    owner = dns.name.from_text(tok.get_string(), origin)
+    ttl = default_ttl
+    rdclass = dns.rdataclass.IN
+    t = tok.get_string()
+    for _ in range(2):  # TTL and class may come in either order
+        if t.isdigit():
+            ttl = int(t)
+            t = tok.get_string()
+        elif t.upper() in ("IN", "CH", "HS", "ANY", "NONE") or t.upper().startswith("CLASS"):
+            rdclass = dns.rdataclass.from_text(t)
+            t = tok.get_string()
+    rdtype = dns.rdatatype.from_text(t)
+    rdata = _rdata(rdclass, rdtype, tok, origin)
+    return Record(owner, ttl, int(rdclass), int(rdtype), rdata)
+
+
+def _rdata(rdclass: int, rdtype: int, tok: dns.tokenizer.Tokenizer,
+           origin: dns.name.Name) -> dns.rdata.Rdata:
+    """Typed rdata; `\\# len hex` and non-IN data kept as raw bytes.
+
+    Several scenarios send deliberately malformed rdata (an A record of 3 bytes) in the
+    generic syntax; dnspython would reject it, but the resolver must be shown exactly
+    those bytes, so they stay generic. Unbound reads CH-class data with the IN syntax.
+    """
+    first = tok.get()
+    tok.unget(first)
+    if first.is_identifier() and first.value == "\\#":
+        tok.get()
+        tok.get_int()  # the length; the hex that follows is what counts
+        digits: list[str] = []
+        while not (t := tok.get()).is_eol_or_eof():
+            digits.append(t.value)
+        return dns.rdata.GenericRdata(rdclass, rdtype,  # type: ignore[arg-type]
+                                      bytes.fromhex("".join(digits)))
+    if rdclass != dns.rdataclass.IN:
+        typed = dns.rdata.from_text(dns.rdataclass.IN, rdtype, tok, origin, relativize=False)
+        return dns.rdata.GenericRdata(rdclass, rdtype,  # type: ignore[arg-type]
+                                      typed.to_wire())
+    return dns.rdata.from_text(rdclass, rdtype, tok, origin, relativize=False)
+
+
+def _hex(lines: list[str]) -> bytes:
+    digits = "".join(strip_comment(x).replace(" ", "").replace("\t", "") for x in lines)
+    return bytes.fromhex(digits)
+
+
+@dataclass(slots=True)
+class _ZoneState:
+    """$ORIGIN and $TTL: they hold from where they appear on, across entries."""
+
+    origin: dns.name.Name = dns.name.root
+    ttl: int = 3600
+
+    def directive(self, line: str) -> bool:
+        words = line.split()
+        if words[0].upper() == "$ORIGIN" and len(words) > 1:
+            self.origin = dns.name.from_text(words[1], dns.name.root)
+            return True
+        if words[0].upper() == "$TTL" and len(words) > 1:
+            self.ttl = int(words[1])
+            return True
+        return False
+
+
+def _parse_entry(lines: _Lines, start: int, zone: _ZoneState) -> Entry:
+    match: set[str] = set()
+    adjust: set[str] = set()
+    flags: set[str] = set()
+    unknown: list[str] = []
+    fields: dict[str, object] = {}
+    sections: dict[str, list[object]] = {n: [] for n in SECTION_NAMES}
+    current: str | None = None
+    while (item := lines.next()) is not None:
+        lineno, raw = item
+        line = strip_comment(raw).strip()
+        if not line:
+            continue
+        word = line.split()[0]
+        upper = word.upper()
+        if upper == "ENTRY_END":
+            break
+        if upper == "MATCH":
+            for w in line.split()[1:]:
+                if w.lower().startswith("ede="):
+                    fields["match_ede"] = w.split("=", 1)[1].lower()
+                else:
+                    match.add(w.lower())
+        elif upper == "ADJUST":
+            for w in line.split()[1:]:
+                if w.lower().startswith("sleep="):
+                    fields["sleep"] = float(w.split("=", 1)[1])
+                else:
+                    adjust.add(w.lower())
+        elif upper in ("REPLY", "FLAGS"):
+            for w in line.split()[1:]:
+                wu = w.upper()
+                if wu in FLAG_WORDS:
+                    flags.add(wu)
+                elif wu in ("QUERY", "IQUERY", "STATUS", "NOTIFY", "UPDATE"):
+                    fields["opcode"] = int(dns.opcode.from_text(wu))
+                else:
+                    try:
+                        fields["rcode"] = int(dns.rcode.from_text(wu))
+                    except dns.exception.DNSException:
+                        unknown.append(f"REPLY {w}")
+        elif upper == "SECTION":
+            parts = line.split()
+            current = parts[1].upper() if len(parts) > 1 else None
+            if current not in SECTION_NAMES:
+                unknown.append(f"SECTION {current}")
+                current = None
+        elif upper in ("$ORIGIN", "$TTL") and zone.directive(line):
+            pass
+        elif upper in ("HEX_ANSWER_BEGIN", "HEX_EDNSDATA_BEGIN", "RAW"):
+            end = {"HEX_ANSWER_BEGIN": "HEX_ANSWER_END",
+                   "HEX_EDNSDATA_BEGIN": "HEX_EDNSDATA_END"}.get(upper)
+            body: list[str] = []
+            while (nxt := lines.next()) is not None:
+                text = strip_comment(nxt[1]).strip()
+                if end is None:  # RAW: one line of hex
+                    body.append(text)
+                    break
+                if text.upper() == end:
+                    break
+                body.append(text)
+            key = {"HEX_ANSWER_BEGIN": "hex_answer", "HEX_EDNSDATA_BEGIN": "hex_ednsdata",
+                   "RAW": "raw"}[upper]
+            try:
+                fields[key] = _hex(body)
+            except ValueError:
+                unknown.append(f"{upper} with bad hex")
+            current = None
+        elif upper == "MANDATORY":
+            fields["mandatory"] = True
+        elif upper in ("TSIG", "EXTRA_PACKET"):
+            unknown.append(upper)
+        elif current is not None:
+            try:
+                if current == "QUESTION":
+                    sections[current].append(_parse_question(line, zone.origin))
+                else:
+                    sections[current].append(parse_record(raw.strip(), zone.origin, zone.ttl))
+            except (dns.exception.DNSException, ValueError, IndexError) as e:
+                unknown.append(f"record at line {lineno}: {type(e).__name__}: {e}")
+        else:
+            unknown.append(f"line {lineno}: {word}")
+    return Entry(
+        line=start, match=frozenset(match), adjust=frozenset(adjust), flags=frozenset(flags),
+        question=tuple(sections["QUESTION"]),  # type: ignore[arg-type]
+        answer=tuple(sections["ANSWER"]),  # type: ignore[arg-type]
+        authority=tuple(sections["AUTHORITY"]),  # type: ignore[arg-type]
+        additional=tuple(sections["ADDITIONAL"]),  # type: ignore[arg-type]
+        unknown=tuple(unknown), **fields,  # type: ignore[arg-type]
+    )
+
+
+def _skip_block(lines: _Lines, end: str) -> list[str]:
+    body: list[str] = []
+    while (item := lines.next()) is not None:
+        if item[1].strip().upper().startswith(end):
+            break
+        body.append(item[1])
+    return body
+
+
+def parse_text(text: str, path: str = "<text>", dialect: Dialect | None = None) -> Scenario:
+    lines = _Lines(text)
+    header: list[tuple[int, str]] = []
+    header_blocks: list[str] = []
+    unsupported: list[str] = []
+    title = ""
+    found_end = False
+    while (item := lines.next()) is not None:
+        lineno, raw = item
+        stripped = raw.strip()
+        if stripped.startswith("CONFIG_END"):
+            found_end = True
+            break
+        if stripped.startswith(("AUTOTRUST_FILE", "TEMPFILE_NAME")):
+            header_blocks.append(stripped)
+            _skip_block(lines, "AUTOTRUST_END" if "AUTOTRUST" in stripped else "TEMPFILE_END")
+            continue
+        header.append((lineno, raw))
+    if not found_end:
+        unsupported.append("no CONFIG_END")
+    dia = dialect or _guess_dialect(Path(path), [h for _, h in header])
+    config = _parse_config(header, dia)
+    ranges: list[Range] = []
+    steps: list[Step] = []
+    current_range: dict[str, object] | None = None
+    zone = _ZoneState()
+    while (item := lines.next()) is not None:
+        lineno, raw = item
+        line = strip_comment(raw).strip()
+        if not line:
+            continue
+        words = line.split()
+        kw = words[0].upper()
+        if kw == "SCENARIO_BEGIN":
+            title = line[len(words[0]):].strip()
+        elif kw == "SCENARIO_END":
+            break
+        elif kw == "RANGE_BEGIN":
+            current_range = {"start": int(words[1]), "end": int(words[2]),
+                             "addresses": list(words[3:]), "entries": [], "line": lineno}
+        elif kw == "RANGE_END":
+            if current_range is not None:
+                ranges.append(Range(
+                    int(current_range["start"]), int(current_range["end"]),  # type: ignore[call-overload]
+                    tuple(current_range["addresses"]),  # type: ignore[call-overload]
+                    tuple(current_range["entries"]),  # type: ignore[call-overload]
+                    int(current_range["line"])))  # type: ignore[call-overload]
+            current_range = None
+        elif kw == "ADDRESS" and current_range is not None:
+            current_range["addresses"].extend(words[1:])  # type: ignore[attr-defined]
+        elif kw == "ENTRY_BEGIN":
+            entry = _parse_entry(lines, lineno, zone)
+            unsupported.extend(f"line {entry.line}: {u}" for u in entry.unknown)
+            if current_range is not None:
+                current_range["entries"].append(entry)  # type: ignore[attr-defined]
+            elif steps:
+                last = steps[-1]
+                steps[-1] = Step(last.number, last.kind, last.args, last.entries + (entry,),
+                                 last.line, last.text)
+            else:
+                unsupported.append(f"line {lineno}: ENTRY outside RANGE and STEP")
+        elif kw == "STEP":
+            steps.append(Step(int(words[1]), words[2].upper() if len(words) > 2 else "",
+                              tuple(words[3:]), (), lineno))
+        elif kw in ("$ORIGIN", "$TTL") and zone.directive(line):
+            pass
+        elif kw in ("FILE_BEGIN", "TEMPFILE_CONTENTS"):
+            body = _skip_block(lines, "FILE_END" if kw == "FILE_BEGIN" else "TEMPFILE_END")
+            if steps:
+                last = steps[-1]
+                steps[-1] = Step(last.number, last.kind, last.args, last.entries, last.line,
+                                 tuple(body))
+        else:
+            unsupported.append(f"line {lineno}: {words[0]}")
+    return Scenario(path, dia, tuple(config), title, tuple(ranges), tuple(steps),
+                    tuple(unsupported), tuple(header_blocks))
+
+
+def parse_file(path: str | Path, dialect: Dialect | None = None) -> Scenario:
+    p = Path(path)
+    # Some scenarios carry Latin-1 bytes in comments; never let that stop a run.
+    text = p.read_bytes().decode("utf-8", errors="replace")
+    return parse_text(text, str(p), dialect)
+
+
+__all__ = ["ConfigItem", "Dialect", "Entry", "QuestionItem", "Range", "Record", "Scenario",
+           "Step", "parse_file", "parse_record", "parse_text", "strip_comment"]
