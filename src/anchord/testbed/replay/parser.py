@@ -154,7 +154,7 @@ def strip_comment(line: str, marks: str = ";") -> str:
 
 def _unquote(value: str) -> str:
     value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] == '"':
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1].strip()
     return value
 
@@ -170,7 +170,34 @@ def _guess_dialect(path: Path, header: list[str]) -> Dialect:
     return Dialect.DECKARD
 
 
+UNBOUND_SECTIONS = frozenset({"server", "stub-zone", "forward-zone", "auth-zone", "rpz",
+                              "view", "remote-control", "dnstap", "python", "dynlib",
+                              "cachedb", "ipset", "dnscrypt"})
+
+
+def _conf_tokens(line: str) -> list[str]:
+    """Whitespace-separated tokens; a quoted string is one token (quotes kept)."""
+    tokens: list[str] = []
+    cur = ""
+    quoted = False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+            cur += ch
+        elif ch.isspace() and not quoted:
+            if cur:
+                tokens.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        tokens.append(cur)
+    return tokens
+
+
 def _parse_config(header: list[tuple[int, str]], dialect: Dialect) -> list[ConfigItem]:
+    """Unbound: unbound.conf's grammar (several `key: value` may share a line, as in
+    `forward-zone: name: "." forward-addr: 1.2.3.4`). Deckard: one `key: value` a line."""
     items: list[ConfigItem] = []
     section = ""
     block = 0
@@ -178,14 +205,26 @@ def _parse_config(header: list[tuple[int, str]], dialect: Dialect) -> list[Confi
         line = strip_comment(raw, "#;").strip()
         if not line or ":" not in line:
             continue
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        value = value.strip()
-        if dialect is Dialect.UNBOUND and not value:
-            section = key  # "server:", "stub-zone:", ... start a section
-            block += 1
+        if dialect is Dialect.DECKARD:
+            key, _, value = line.partition(":")
+            items.append(ConfigItem("", key.strip().lower(), _unquote(value), lineno, 0))
             continue
-        items.append(ConfigItem(section, key, _unquote(value), lineno, block))
+        key: str | None = None
+        values: list[str] = []
+        for tok in _conf_tokens(line) + [":end:"]:
+            if tok.endswith(":") and not tok.startswith('"'):
+                if key is not None:
+                    items.append(ConfigItem(section, key, _unquote(" ".join(values)),
+                                            lineno, block))
+                key, values = None, []
+                name = tok[:-1].lower()
+                if name in UNBOUND_SECTIONS:
+                    section = name
+                    block += 1
+                elif name != ":end":
+                    key = name
+            elif key is not None:
+                values.append(tok)
     return items
 
 
