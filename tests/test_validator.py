@@ -21,6 +21,7 @@ from anchord.core.limits import WorkBudget
 from anchord.core.outcome import EdeCode, Security, Verdict
 from anchord.core.validator import (
     ValidatorPolicy,
+    serial_time,
     verify_dnskeys,
     verify_rrset,
     wildcard_expansion,
@@ -166,6 +167,19 @@ def test_clock_skew_widens_the_window() -> None:
     assert check(rrset, sig, now=INCEPTION - 200, policy=skewed).is_secure
     assert code(check(rrset, sig, now=EXPIRATION + 400, policy=skewed)) is (
         EdeCode.SIGNATURE_EXPIRED)
+
+
+def test_rfc8914_rrsig_expiring_before_inception_is_bogus_with_ede25() -> None:
+    rrset = rrset_a()
+    verdict = check(rrset, sign(rrset, ZSK, EXPIRATION, INCEPTION), now=NOW)
+    assert code(verdict) is EdeCode.SIGNATURE_EXPIRED_BEFORE_VALID
+
+
+def test_rfc4034_3_1_5_signature_times_are_serial_numbers() -> None:
+    now = 2**32 - 100  # just before the 2106 wrap
+    assert serial_time(2**32 - 200, now) == 2**32 - 200
+    assert serial_time(50, now) == 2**32 + 50  # after the wrap, not in 1970
+    assert serial_time(INCEPTION, NOW) == INCEPTION
 
 
 def test_rfc4035_one_expired_and_one_good_rrsig_is_secure() -> None:
@@ -385,3 +399,19 @@ def test_rfc6840_5_11_any_one_supported_ds_algorithm_suffices() -> None:
     ds = ds_set(ds_for(KSK), ds_for(other))
     sigs = sigset(keys, corrupt(sign(keys, KSK)), sign(keys, other))
     assert verify_dnskeys(keys, sigs, ds, None, ZONE, NOW, POLICY, WorkBudget()).is_secure
+
+
+@pytest.mark.parametrize("module", ["validator", "denial", "limits"])
+def test_validation_primitives_import_no_io_or_clock(module: str) -> None:
+    import ast
+    import pathlib
+
+    import anchord.core
+
+    source = pathlib.Path(anchord.core.__file__).parent / f"{module}.py"
+    banned = {"asyncio", "socket", "time", "random", "threading"}
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            assert not {a.name.split(".")[0] for a in node.names} & banned
+        elif isinstance(node, ast.ImportFrom):
+            assert (node.module or "").split(".")[0] not in banned

@@ -218,6 +218,10 @@ def _check_one(
     inception = serial_time(rrsig.inception, now)
     expiration = serial_time(rrsig.expiration, now)
     # Checked before the crypto: an out-of-window signature costs no budget.
+    if expiration < inception:
+        attempt.fail(_DEPTH_TIME, EdeCode.SIGNATURE_EXPIRED_BEFORE_VALID,
+                     f"{what} expires before its inception")
+        return None
     if now > expiration + policy.clock_skew:
         attempt.fail(_DEPTH_TIME, EdeCode.SIGNATURE_EXPIRED,
                      f"{what} expired {int(now - expiration)} s ago")
