@@ -1,0 +1,140 @@
+"""`anchord serve`: load the config, build the resolver, listen until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from anchord.control.config import Config, ConfigError, load_config, parse_endpoint
+from anchord.frontend.server import Frontend, Resolver
+
+log = logging.getLogger("anchord")
+
+
+class _Fatal(Exception):
+    """A start-up failure reported as one line with an exit status (no traceback)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _default_resolver(config: Config) -> Resolver:
+    # Imported here: the driver pulls in the whole resolution core, which `--help` and
+    # the config errors do not need.
+    from anchord.engine.driver import build_resolver
+
+    return build_resolver(config)  # type: ignore[no-any-return]
+
+
+async def _maybe_await(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
+async def run_server(config: Config, resolver: Resolver,
+                     ready: Callable[[Frontend], None] | None = None,
+                     stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set or SIGINT/SIGTERM arrives; then shut down cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = stop if stop is not None else asyncio.Event()
+    frontend = Frontend(resolver, config.server)
+    try:
+        described = await frontend.start()
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise _Fatal(f"cannot listen: address already in use ({e.strerror})", 1) from None
+        raise _Fatal(f"cannot listen: {e.strerror or e}", 1) from None
+    for line in described:
+        log.info("listening on %s", line)
+    installed: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests) or no signal support: `stop` still works
+    start_background = getattr(resolver, "start_background", None)
+    if callable(start_background):
+        await _maybe_await(start_background(loop))
+    if ready is not None:
+        ready(frontend)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await frontend.close()
+        closer = getattr(resolver, "close", None)
+        if callable(closer):
+            await _maybe_await(closer())
+        st = frontend.stats
+        log.info("served %d queries (%d dropped, %d formerr, %d refused by ACL)",
+                 st.queries, st.dropped, st.formerr, st.refused_acl)
+
+
+def _runner() -> asyncio.Runner:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def serve_config(config: Config, resolver_factory: Callable[[Config], Resolver] | None = None
+                 ) -> int:
+    """Run the server in the foreground; returns the process exit status."""
+    factory = resolver_factory or _default_resolver
+    with _runner() as runner:
+        try:
+            runner.run(_serve(config, factory))
+        except _Fatal as e:
+            click.echo(f"anchord: {e}", err=True)
+            return e.status
+        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+            return 130
+    return 0
+
+
+async def _serve(config: Config, factory: Callable[[Config], Resolver]) -> None:
+    try:
+        resolver = factory(config)
+    except ImportError as e:
+        raise _Fatal(f"the resolver core is not available: {e}", 1) from None
+    await run_server(config, resolver)
+
+
+@click.command()
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML configuration file (defaults apply without one).")
+@click.option("--listen", "listen", multiple=True, metavar="ADDR:PORT",
+              help="Listen here instead of server.listen (repeatable).")
+def serve(config_file: str | None, listen: tuple[str, ...]) -> None:
+    """Run the resolver: answer clients on the configured addresses."""
+    try:
+        config = load_config(config_file)
+        if listen:
+            for item in listen:
+                try:
+                    parse_endpoint(item)
+                except ValueError as e:
+                    raise ConfigError(f"--listen: bad address {item!r}: {e}") from None
+            config.server.listen = list(listen)
+    except ConfigError as e:
+        click.echo(f"anchord: {e}", err=True)
+        sys.exit(2)
+    logging.basicConfig(level=config.log.level.upper(), stream=sys.stderr,
+                        format="anchord: %(message)s")
+    sys.exit(serve_config(config))
+
+
+__all__ = ["serve", "serve_config", "run_server"]
