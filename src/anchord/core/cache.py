@@ -1,0 +1,316 @@
+"""Caches of the resolution core: whole outcomes, validated zone keys, delegations,
+server round-trip times, and resolution failures (RFC 9520).
+
+Entries never expire by deletion: an expired answer stays as a stale candidate until
+its stale window closes (RFC 8767), and is only dropped by the size bound or an
+explicit flush. Every entry keeps the whole Outcome, so a cached answer carries the
+same security state and EDE as the fresh one did.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
+
+import dns.name
+import dns.rrset
+
+from anchord.core.outcome import Ede, EdeCode, Freshness, Outcome, Question, Security
+from anchord.core.ports import ServerAddress
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedMap(Generic[K, V]):
+    """A dict with least-recently-used eviction past `limit` entries."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.limit:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> V | None:
+        return self._data.pop(key, None)
+
+    def keys(self) -> list[K]:
+        return list(self._data.keys())
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        return iter(list(self._data.items()))
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class EntryState(enum.Enum):
+    FRESH = "fresh"
+    STALE = "stale"
+    DEAD = "dead"
+
+
+CacheKey = tuple[dns.name.Name, int, int]
+
+
+def cache_key(question: Question) -> CacheKey:
+    # dns.name.Name compares and hashes case-insensitively already.
+    return (question.qname, int(question.qtype), int(question.qclass))
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEntry:
+    outcome: Outcome
+    stored_at: float
+    ttl: int  # seconds the answer is fresh
+    stale_until: float  # end of the RFC 8767 window; == stored_at + ttl when no stale use
+    # Data fetched with CD and never validated, or data that failed validation, may not
+    # be served stale (RFC 8767 section 5 spirit; issue: never a stale candidate).
+    stale_ok: bool
+
+    @property
+    def expires_at(self) -> float:
+        return self.stored_at + self.ttl
+
+    def state(self, now: float) -> EntryState:
+        if now < self.expires_at:
+            return EntryState.FRESH
+        if self.stale_ok and now < self.stale_until:
+            return EntryState.STALE
+        return EntryState.DEAD
+
+
+def _rrsets_aged(rrsets: tuple[dns.rrset.RRset, ...], elapsed: int, fixed: int | None
+                 ) -> tuple[dns.rrset.RRset, ...]:
+    out = []
+    for rrset in rrsets:
+        copy = rrset.copy()
+        copy.ttl = fixed if fixed is not None else max(0, rrset.ttl - elapsed)
+        out.append(copy)
+    return tuple(out)
+
+
+def aged_outcome(entry: AnswerEntry, now: float) -> Outcome:
+    """The cached outcome with TTLs brought down to what remains."""
+    elapsed = int(now - entry.stored_at)
+    o = entry.outcome
+    return replace(
+        o,
+        answer=_rrsets_aged(o.answer, elapsed, None),
+        authority=_rrsets_aged(o.authority, elapsed, None),
+        additional=_rrsets_aged(o.additional, elapsed, None),
+    )
+
+
+def stale_outcome(entry: AnswerEntry, stale_ttl: int, *reasons: Ede) -> Outcome:
+    """The cached outcome served stale: TTL min(stale_ttl, original), EDE 3 or 19 first."""
+    o = entry.outcome
+    ttl = max(1, min(stale_ttl, entry.ttl)) if entry.ttl > 0 else stale_ttl
+    stale_code = (
+        EdeCode.STALE_NXDOMAIN_ANSWER if o.rcode == 3 else EdeCode.STALE_ANSWER
+    )
+    stale_ede = Ede(stale_code, f"served stale: {o.question} expired "
+                               f"{int(entry.ttl)} s after it was fetched")
+    return replace(
+        o,
+        answer=_rrsets_aged(o.answer, 0, ttl),
+        authority=_rrsets_aged(o.authority, 0, ttl),
+        additional=_rrsets_aged(o.additional, 0, ttl),
+        freshness=Freshness.STALE,
+    ).with_edes(stale_ede, *reasons)
+
+
+class AnswerCache:
+    def __init__(self, max_entries: int) -> None:
+        self._entries: BoundedMap[CacheKey, AnswerEntry] = BoundedMap(max_entries)
+
+    def get(self, question: Question) -> AnswerEntry | None:
+        return self._entries.get(cache_key(question))
+
+    def put(self, question: Question, entry: AnswerEntry) -> None:
+        self._entries.put(cache_key(question), entry)
+
+    def drop(self, question: Question) -> None:
+        self._entries.pop(cache_key(question))
+
+    def drop_below(self, zone: dns.name.Name, only_failures: bool = False) -> int:
+        """Forget entries at or below `zone` (an NTA added, a flush). Returns how many."""
+        n = 0
+        for key, entry in self._entries.items():
+            if key[0].is_subdomain(zone):
+                if only_failures and entry.outcome.security is not Security.BOGUS \
+                        and not entry.outcome.is_failure:
+                    continue
+                self._entries.pop(key)
+                n += 1
+        return n
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureEntry:
+    outcome: Outcome
+    until: float
+    failures: int  # consecutive failures, for the RFC 9520 back-off
+
+
+class FailureCache:
+    """Resolution failures remembered for a short, growing time (RFC 9520)."""
+
+    def __init__(self, min_ttl: int, max_ttl: int, limit: int = 100_000) -> None:
+        self.min_ttl = min_ttl
+        self.max_ttl = max_ttl
+        self._entries: BoundedMap[CacheKey, FailureEntry] = BoundedMap(limit)
+
+    def get(self, question: Question, now: float) -> FailureEntry | None:
+        entry = self._entries.get(cache_key(question))
+        if entry is not None and now < entry.until:
+            return entry
+        return None
+
+    def record(self, question: Question, outcome: Outcome, now: float) -> FailureEntry:
+        previous = self._entries.get(cache_key(question))
+        failures = previous.failures + 1 if previous is not None else 1
+        ttl = min(self.max_ttl, self.min_ttl * (2 ** min(failures - 1, 16)))
+        entry = FailureEntry(outcome, now + ttl, failures)
+        self._entries.put(cache_key(question), entry)
+        return entry
+
+    def forget(self, question: Question) -> None:
+        self._entries.pop(cache_key(question))
+
+    def drop_below(self, zone: dns.name.Name) -> int:
+        n = 0
+        for key, _ in self._entries.items():
+            if key[0].is_subdomain(zone):
+                self._entries.pop(key)
+                n += 1
+        return n
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneKeys:
+    """The validator's conclusion about a zone's keys: the trust state of data it signs."""
+
+    zone: dns.name.Name
+    security: Security
+    dnskeys: dns.rrset.RRset | None = None  # set when SECURE
+    edes: tuple[Ede, ...] = ()
+    expires_at: float = 0.0
+    # The zone whose keys actually apply when `zone` turned out not to be a zone cut.
+    apex: dns.name.Name | None = None
+
+
+class KeyCache:
+    def __init__(self, limit: int = 200_000) -> None:
+        self._entries: BoundedMap[dns.name.Name, ZoneKeys] = BoundedMap(limit)
+
+    def get(self, zone: dns.name.Name, now: float) -> ZoneKeys | None:
+        keys = self._entries.get(zone)
+        if keys is not None and now < keys.expires_at:
+            return keys
+        return None
+
+    def put(self, keys: ZoneKeys) -> None:
+        self._entries.put(keys.zone, keys)
+
+    def drop_below(self, zone: dns.name.Name) -> None:
+        for key, _ in self._entries.items():
+            if key.is_subdomain(zone):
+                self._entries.pop(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """A zone cut: the zone's name servers and the addresses known for them."""
+
+    zone: dns.name.Name
+    ns_names: tuple[dns.name.Name, ...]
+    addresses: tuple[tuple[dns.name.Name, ServerAddress], ...]
+    expires_at: float
+    # Stub and forward zones: configured, never expire, forward ones are asked with RD.
+    configured: bool = False
+    forward: bool = False
+
+
+class DelegationCache:
+    def __init__(self, limit: int = 200_000) -> None:
+        self._entries: BoundedMap[dns.name.Name, Delegation] = BoundedMap(limit)
+        self._configured: dict[dns.name.Name, Delegation] = {}
+
+    def add_configured(self, delegation: Delegation) -> None:
+        self._configured[delegation.zone] = delegation
+
+    def put(self, delegation: Delegation) -> None:
+        if delegation.zone in self._configured:
+            return  # configured stub/forward zones are not overridden by referrals
+        self._entries.put(delegation.zone, delegation)
+
+    def closest(self, name: dns.name.Name, now: float,
+                below_of: dns.name.Name | None = None) -> Delegation | None:
+        """The deepest known delegation at or above `name` (strictly above `below_of`'s
+        own cut when asking for a DS, which lives on the parent side)."""
+        current = name
+        while True:
+            if below_of is None or current != below_of:
+                configured = self._configured.get(current)
+                if configured is not None:
+                    return configured
+                d = self._entries.get(current)
+                if d is not None and now < d.expires_at:
+                    return d
+            if len(current) <= 1:
+                return None
+            current = current.parent()
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class InfraCache:
+    """Smoothed round-trip time per server, for choosing among a zone's servers."""
+
+    UNKNOWN_RTT = 0.376  # untried servers look moderately fast so they get a try
+    TIMEOUT_PENALTY = 2.0
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._srtt: BoundedMap[ServerAddress, float] = BoundedMap(limit)
+
+    def srtt(self, server: ServerAddress) -> float:
+        value = self._srtt.get(server)
+        return self.UNKNOWN_RTT if value is None else value
+
+    def observe(self, server: ServerAddress, rtt: float) -> None:
+        old = self._srtt.get(server)
+        self._srtt.put(server, rtt if old is None else 0.7 * old + 0.3 * rtt)
+
+    def timed_out(self, server: ServerAddress) -> None:
+        old = self.srtt(server)
+        self._srtt.put(server, min(120.0, old * 2 + self.TIMEOUT_PENALTY))

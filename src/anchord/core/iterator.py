@@ -1,0 +1,327 @@
+"""The iterator: from the closest known delegation down to an authoritative answer.
+
+It asks one zone's servers at a time (chosen by smoothed RTT), follows referrals with
+bailiwick checks, minimises the QNAME (RFC 9156, relaxed: fall back to the full name
+when a minimised question fails), retries over TCP on TC, and classifies what came
+back. It does not validate: it hands the validator the response and the zone whose
+servers gave it. Every failure it returns names the zone and servers and carries its
+EDE (22 when nobody answered usefully, 23 for network errors).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from anchord.control.config import UpstreamConfig, parse_endpoint
+from anchord.core.cache import Delegation, DelegationCache, InfraCache
+from anchord.core.outcome import Ede, EdeCode, Question
+from anchord.core.ports import Clock, ServerAddress, Transport, UpstreamError, UpstreamResult
+
+# RFC 9156 section 2.3: past this many labels to go, ask the full name at once.
+MAX_MINIMISE_COUNT = 10
+
+
+class Kind(enum.Enum):
+    ANSWER = "answer"
+    CNAME = "cname"
+    DNAME = "dname"
+    NXDOMAIN = "nxdomain"
+    NODATA = "nodata"
+    REFERRAL = "referral"
+    LAME = "lame"
+    FAILURE = "failure"
+
+
+@dataclass(slots=True)
+class Work:
+    """What one client question may still spend; shared by all its sub-queries."""
+
+    upstream_left: int
+    depth: int = 0
+    in_progress: set[tuple[dns.name.Name, int]] = field(default_factory=set)
+    upstream_sent: int = 0
+
+    def spend(self) -> bool:
+        if self.upstream_left <= 0:
+            return False
+        self.upstream_left -= 1
+        self.upstream_sent += 1
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneAnswer:
+    """An authoritative response (or the failure to get one) for one question."""
+
+    kind: Kind
+    question: Question
+    zone: dns.name.Name  # the zone whose servers answered
+    message: dns.message.Message | None = None
+    edes: tuple[Ede, ...] = ()
+    server: ServerAddress | None = None
+
+
+AddressLookup = Callable[[dns.name.Name, Work], Awaitable[list[str]]]
+
+
+def _owner_rrset(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: int
+                 ) -> dns.rrset.RRset | None:
+    for rrset in section:
+        if rrset.rdtype == rdtype and rrset.name == name:
+            return rrset
+    return None
+
+
+def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind:
+    """What kind of response this is for question `q` asked of `zone`'s servers."""
+    rcode = msg.rcode()
+    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        return Kind.LAME
+    for rrset in msg.answer:
+        if rrset.name != q.qname:
+            continue
+        if rrset.rdtype == q.qtype or (
+                q.qtype == dns.rdatatype.ANY and rrset.rdtype != dns.rdatatype.RRSIG):
+            return Kind.ANSWER
+    if q.qtype != dns.rdatatype.CNAME and _owner_rrset(msg.answer, q.qname,
+                                                       dns.rdatatype.CNAME):
+        return Kind.CNAME
+    for rrset in msg.answer:
+        if rrset.rdtype == dns.rdatatype.DNAME and q.qname.is_subdomain(rrset.name) \
+                and q.qname != rrset.name and rrset.name.is_subdomain(zone):
+            return Kind.DNAME
+    if rcode == dns.rcode.NXDOMAIN:
+        return Kind.NXDOMAIN
+    has_soa = any(r.rdtype == dns.rdatatype.SOA for r in msg.authority)
+    ns_sets = [r for r in msg.authority if r.rdtype == dns.rdatatype.NS]
+    if ns_sets and not has_soa and not msg.answer:
+        cut = ns_sets[0].name
+        if cut != zone and cut.is_subdomain(zone) and q.qname.is_subdomain(cut):
+            return Kind.REFERRAL
+        return Kind.LAME  # upward or sideways referral: this server is lame for us
+    if msg.answer and not (msg.flags & dns.flags.AA):
+        return Kind.LAME  # unrelated records without authority
+    if has_soa or msg.flags & dns.flags.AA:
+        return Kind.NODATA
+    return Kind.LAME
+
+
+class Iterator:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        clock: Clock,
+        transport: Transport,
+        delegations: DelegationCache,
+        infra: InfraCache,
+        rng: Callable[[], float],
+        lookup_addresses: AddressLookup,
+        dnssec: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.transport = transport
+        self.delegations = delegations
+        self.infra = infra
+        self.rng = rng
+        self.lookup_addresses = lookup_addresses
+        self.dnssec = dnssec
+        self._root = self._configured(dns.name.root, config.root_hints, forward=False,
+                                      names_are_ns=True)
+        for zone, addrs in config.stub_zones.items():
+            self.delegations.add_configured(
+                self._configured(dns.name.from_text(zone), {zone: addrs}, forward=False))
+        for zone, addrs in config.forward_zones.items():
+            self.delegations.add_configured(
+                self._configured(dns.name.from_text(zone), {zone: addrs}, forward=True))
+
+    def _configured(self, zone: dns.name.Name, table: dict[str, list[str]], *,
+                    forward: bool, names_are_ns: bool = False) -> Delegation:
+        ns_names: list[dns.name.Name] = []
+        addresses: list[tuple[dns.name.Name, ServerAddress]] = []
+        for name_text, addrs in table.items():
+            ns = dns.name.from_text(name_text) if names_are_ns else zone
+            ns_names.append(ns)
+            for a in addrs:
+                host, port = parse_endpoint(a, self.config.port)
+                addresses.append((ns, ServerAddress(host, port)))
+        return Delegation(zone, tuple(ns_names), tuple(addresses), float("inf"),
+                          configured=True, forward=forward)
+
+    # -- server choice ---------------------------------------------------------------------
+    def _usable(self, addr: ServerAddress) -> bool:
+        if ":" in addr.host:
+            ok = self.config.do_ipv6
+        else:
+            ok = self.config.do_ipv4
+        return ok and addr.host not in self.config.do_not_query
+
+    def _ordered_servers(self, deleg: Delegation) -> list[ServerAddress]:
+        seen: set[ServerAddress] = set()
+        servers = []
+        for _, addr in deleg.addresses:
+            if addr not in seen and self._usable(addr):
+                seen.add(addr)
+                servers.append(addr)
+        # Lowest smoothed RTT first; a little jitter spreads load over equal servers.
+        servers.sort(key=lambda s: self.infra.srtt(s) * (0.9 + 0.2 * self.rng()))
+        return servers
+
+    async def _with_addresses(self, deleg: Delegation, work: Work) -> Delegation:
+        if any(self._usable(a) for _, a in deleg.addresses) or deleg.configured:
+            return deleg
+        found: list[tuple[dns.name.Name, ServerAddress]] = []
+        for ns in deleg.ns_names:
+            if ns.is_subdomain(deleg.zone):
+                continue  # glue was needed and missing: asking would loop
+            for host in await self.lookup_addresses(ns, work):
+                found.append((ns, ServerAddress(host, self.config.port)))
+            if found:
+                break  # one reachable name server is enough to proceed; others on demand
+        if not found:
+            return deleg
+        updated = Delegation(deleg.zone, deleg.ns_names, tuple(found), deleg.expires_at)
+        self.delegations.put(updated)
+        return updated
+
+    # -- asking one zone ---------------------------------------------------------------------
+    def _request(self, q: Question, forward: bool) -> dns.message.Message:
+        msg = dns.message.make_query(
+            q.qname, q.qtype, q.qclass, use_edns=0, want_dnssec=self.dnssec,
+            payload=self.config.edns_buffer_size,
+        )
+        msg.flags = dns.flags.RD if forward else 0
+        if forward and self.dnssec:
+            msg.flags |= dns.flags.CD  # we validate ourselves: give us the bogus data too
+        return msg
+
+    async def _ask_zone(self, deleg: Delegation, q: Question, work: Work
+                        ) -> tuple[UpstreamResult | None, Kind, tuple[Ede, ...]]:
+        """Ask the zone's servers until one gives a usable answer, or explain why none did."""
+        deleg = await self._with_addresses(deleg, work)
+        servers = self._ordered_servers(deleg)
+        if not servers:
+            names = ", ".join(n.to_text() for n in deleg.ns_names[:4]) or "none"
+            return None, Kind.FAILURE, (Ede(
+                EdeCode.NO_REACHABLE_AUTHORITY,
+                f"no usable address for any name server of {deleg.zone} ({names}) "
+                f"while resolving {q}"),)
+        problems: list[str] = []
+        network_only = True
+        attempts = max(self.config.attempts, 1)
+        for i in range(attempts):
+            server = servers[i % len(servers)]
+            if not work.spend():
+                return None, Kind.FAILURE, (Ede(
+                    EdeCode.OTHER,
+                    f"work limit: more than {work.upstream_sent} upstream queries "
+                    f"while resolving {q} (at zone {deleg.zone})"),)
+            result = await self.transport.query(server, self._request(q, deleg.forward),
+                                                timeout=self.config.timeout)
+            if result.ok and result.response is not None \
+                    and result.response.flags & dns.flags.TC:
+                if work.spend():
+                    result = await self.transport.query(
+                        server, self._request(q, deleg.forward), tcp=True,
+                        timeout=self.config.timeout)
+            if not result.ok or result.response is None:
+                if result.error is UpstreamError.TIMEOUT:
+                    self.infra.timed_out(server)
+                    problems.append(f"{server} timed out")
+                else:
+                    problems.append(f"{server} {result.error.value if result.error else 'failed'}")
+                if result.error is not UpstreamError.NETWORK:
+                    network_only = False
+                continue
+            network_only = False
+            self.infra.observe(server, result.rtt)
+            kind = classify(result.response, q, deleg.zone)
+            if deleg.forward and kind is Kind.LAME and result.response.rcode() in (
+                    dns.rcode.NOERROR,):
+                kind = Kind.NODATA
+            if kind is Kind.LAME:
+                problems.append(f"{server} answered {dns.rcode.to_text(result.response.rcode())}"
+                                f"{' without authority' if result.response.rcode() == 0 else ''}")
+                continue
+            return result, kind, ()
+        code = EdeCode.NETWORK_ERROR if network_only else EdeCode.NO_REACHABLE_AUTHORITY
+        return None, Kind.FAILURE, (Ede(
+            code, f"no usable answer from the servers of {deleg.zone} for {q}: "
+                  + "; ".join(problems[:4])),)
+
+    # -- the walk down ----------------------------------------------------------------------------
+    def _referral(self, msg: dns.message.Message, zone: dns.name.Name, now: float
+                  ) -> Delegation:
+        ns_set = next(r for r in msg.authority if r.rdtype == dns.rdatatype.NS)
+        ns_names = tuple(rd.target for rd in ns_set)
+        addresses: list[tuple[dns.name.Name, ServerAddress]] = []
+        for rrset in msg.additional:
+            # Glue counts only when it lies within the referring server's bailiwick.
+            if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                continue
+            if rrset.name not in ns_names or not rrset.name.is_subdomain(zone):
+                continue
+            for rd in rrset:
+                addresses.append((rrset.name, ServerAddress(rd.address, self.config.port)))
+        return Delegation(ns_set.name, ns_names, tuple(addresses), now + max(ns_set.ttl, 5))
+
+    def _start(self, q: Question) -> Delegation:
+        now = self.clock.now()
+        # A DS record lives on the parent side of a cut: start above the child's own cut.
+        below_of = q.qname if q.qtype == dns.rdatatype.DS and len(q.qname) > 1 else None
+        deleg = self.delegations.closest(q.qname, now, below_of)
+        return deleg if deleg is not None else self._root
+
+    def _next_name(self, q: Question, point: dns.name.Name) -> Question:
+        remaining = len(q.qname) - len(point)
+        if remaining <= 1 or remaining > MAX_MINIMISE_COUNT:
+            return q
+        labels = q.qname.labels[-(len(point) + 1):]
+        return Question(dns.name.Name(labels), dns.rdatatype.A, q.qclass)
+
+    async def query(self, q: Question, work: Work) -> ZoneAnswer:
+        deleg = self._start(q)
+        point = deleg.zone  # minimisation point: the deepest name known to exist
+        minimise = self.config.qname_minimisation and not deleg.forward
+        for _ in range(self.config.max_referrals):
+            ask = self._next_name(q, point) if minimise else q
+            result, kind, edes = await self._ask_zone(deleg, ask, work)
+            if result is None or result.response is None:
+                if ask != q:
+                    minimise = False  # relaxed mode: the full name may still work
+                    continue
+                return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=edes)
+            msg = result.response
+            if kind is Kind.REFERRAL:
+                child = self._referral(msg, deleg.zone, self.clock.now())
+                if q.qtype == dns.rdatatype.DS and child.zone == q.qname:
+                    # Sent down to the child for a parent-side record: the parent
+                    # itself has nothing more to say; treat it as no answer here.
+                    return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=(Ede(
+                        EdeCode.NO_REACHABLE_AUTHORITY,
+                        f"servers of {deleg.zone} referred a DS query for {q.qname} "
+                        "to the child instead of answering it"),))
+                self.delegations.put(child)
+                deleg = child
+                point = child.zone
+                continue
+            if ask != q:
+                if kind is Kind.NXDOMAIN:
+                    minimise = False  # relaxed: a broken empty non-terminal must not stop us
+                    continue
+                point = ask.qname  # the name exists and is no cut: go one label deeper
+                continue
+            return ZoneAnswer(kind, q, deleg.zone, msg, server=result.server)
+        return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=(Ede(
+            EdeCode.OTHER,
+            f"more than {self.config.max_referrals} referrals while resolving {q}"),))

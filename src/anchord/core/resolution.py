@@ -1,0 +1,683 @@
+"""The resolution core: one client question in, one Outcome out.
+
+The validator wraps the iterator (Unbound's shape): every authoritative response the
+iterator brings back is judged against the chain of trust before it becomes part of
+the answer. Zone keys are established top-down from the closest trust anchor, one DS
+and one DNSKEY set per zone cut, and the conclusion (secure keys, proven insecure, or
+bogus with its reason) is cached per zone, so the reason for a broken parent travels
+unchanged into every answer below it.
+
+No sockets and no wall clock here: the network is a Transport and time is a Clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from anchord.control.config import Config, parse_trust_anchor
+from anchord.core import denial
+from anchord.core.cache import (
+    AnswerCache,
+    AnswerEntry,
+    DelegationCache,
+    EntryState,
+    FailureCache,
+    InfraCache,
+    KeyCache,
+    ZoneKeys,
+    aged_outcome,
+    stale_outcome,
+)
+from anchord.core.iterator import Iterator, Kind, Work, ZoneAnswer
+from anchord.core.limits import WorkBudget
+from anchord.core.outcome import (
+    Ede,
+    EdeCode,
+    Freshness,
+    Outcome,
+    Question,
+    Security,
+    Verdict,
+    combine_security,
+    order_edes,
+)
+from anchord.core.ports import Clock, Transport
+from anchord.core.trustmap import TrustKind, TrustMap
+from anchord.core.validator import ValidatorPolicy, verify_dnskeys, verify_rrset, wildcard_expansion
+
+# How long conclusions that are not "secure" are remembered, in seconds. A bogus key
+# set is re-examined soon (a registry may repair it); a network failure sooner still.
+BOGUS_KEYS_TTL = 30
+UNREACHABLE_KEYS_TTL = 5
+
+_DNSSEC_TYPES = (dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3)
+
+
+def _sigs_for(section: list[dns.rrset.RRset], name: dns.name.Name, covers: int
+              ) -> dns.rrset.RRset | None:
+    for rrset in section:
+        if rrset.rdtype == dns.rdatatype.RRSIG and rrset.name == name and rrset.covers == covers:
+            return rrset
+    return None
+
+
+def _find(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: int
+          ) -> dns.rrset.RRset | None:
+    for rrset in section:
+        if rrset.rdtype == rdtype and rrset.name == name:
+            return rrset
+    return None
+
+
+def _signer(sigs: dns.rrset.RRset | None) -> dns.name.Name | None:
+    if sigs is None or len(sigs) == 0:
+        return None
+    return sigs[0].signer  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One validated step of an answer (one CNAME hop, or the final data or denial)."""
+
+    kind: Kind
+    rcode: int
+    answer: tuple[dns.rrset.RRset, ...]
+    authority: tuple[dns.rrset.RRset, ...]
+    verdict: Verdict
+    target: dns.name.Name | None = None  # where a CNAME or DNAME points
+
+
+class Resolver:
+    def __init__(self, config: Config, clock: Clock, transport: Transport,
+                 trust: TrustMap | None = None,
+                 rng: Callable[[], float] = lambda: 0.5) -> None:
+        self.config = config
+        self.clock = clock
+        self.transport = transport
+        self.trust = trust if trust is not None else self._trust_from(config)
+        self.policy = (
+            ValidatorPolicy.permissive() if config.dnssec.algorithm_policy == "all"
+            else ValidatorPolicy()
+        )
+        self.policy = replace(self.policy,
+                              nsec3_max_iterations=config.dnssec.nsec3_max_iterations,
+                              clock_skew=config.dnssec.clock_skew)
+        self.answers = AnswerCache(config.cache.max_entries)
+        self.failures = FailureCache(config.failure_cache.min_ttl, config.failure_cache.max_ttl)
+        self.keys = KeyCache()
+        self.delegations = DelegationCache()
+        self.infra = InfraCache()
+        self.iterator = Iterator(config.upstream, clock, transport, self.delegations,
+                                 self.infra, rng, self._lookup_addresses,
+                                 dnssec=config.dnssec.enabled)
+
+    @staticmethod
+    def _trust_from(config: Config) -> TrustMap:
+        trust = TrustMap()
+        if config.dnssec.enabled:
+            for line in config.dnssec.trust_anchors:
+                trust.add_anchor(parse_trust_anchor(line))
+            for zone in config.dnssec.insecure_zones:
+                trust.add_insecure(dns.name.from_text(zone))
+        return trust
+
+    # -- time ------------------------------------------------------------------------------
+    def validation_time(self) -> float:
+        """The time signatures are judged at: now, unless the config pins it (replays)."""
+        return float(self.config.dnssec.override_time) or self.clock.now()
+
+    def _new_work(self) -> Work:
+        return Work(upstream_left=self.config.upstream.max_upstream_queries)
+
+    def _budget(self) -> WorkBudget:
+        return WorkBudget(max_signature_checks=self.config.dnssec.max_signature_checks,
+                          max_key_tag_collisions=self.config.dnssec.max_key_tag_collisions)
+
+    # -- the public entry -----------------------------------------------------------------------
+    async def resolve(self, question: Question, cd: bool = False) -> Outcome:
+        now = self.clock.now()
+        entry = self.answers.get(question)
+        state = entry.state(now) if entry is not None else EntryState.DEAD
+        if entry is not None and state is EntryState.FRESH:
+            return aged_outcome(entry, now)
+        stale = entry if state is EntryState.STALE and self.config.serve_stale.enabled else None
+        failed = self.failures.get(question, now) if self.config.failure_cache.enabled else None
+        if failed is not None:
+            cached_ede = Ede(EdeCode.CACHED_ERROR,
+                             f"cached failure for {question}, retried after "
+                             f"{int(failed.until - now) + 1} s")
+            if stale is not None:
+                return stale_outcome(stale, self.config.serve_stale.stale_ttl,
+                                     *failed.outcome.edes)
+            return replace(failed.outcome, freshness=Freshness.CACHED_FAILURE).with_edes(
+                cached_ede)
+        outcome = await self.resolve_uncached(question)
+        return self.settle(question, outcome, stale)
+
+    def settle(self, question: Question, outcome: Outcome, stale: AnswerEntry | None
+               ) -> Outcome:
+        """Store a fresh outcome; a failure falls back to the stale copy when there is one."""
+        now = self.clock.now()
+        if outcome.is_failure:
+            if stale is not None:
+                return stale_outcome(stale, self.config.serve_stale.stale_ttl, *outcome.edes)
+            if self.config.failure_cache.enabled:
+                self.failures.record(question, outcome, now)
+            return outcome
+        self.failures.forget(question)
+        ttl = self._outcome_ttl(outcome)
+        stale_window = self.config.serve_stale.max_stale_age \
+            if self.config.serve_stale.enabled else 0
+        self.answers.put(question, AnswerEntry(outcome, now, ttl, now + ttl + stale_window,
+                                               stale_ok=True))
+        return outcome
+
+    def _outcome_ttl(self, outcome: Outcome) -> int:
+        ttls = [r.ttl for r in outcome.answer]
+        if outcome.rcode == dns.rcode.NXDOMAIN or not outcome.answer:
+            for r in outcome.authority:
+                if r.rdtype == dns.rdatatype.SOA:
+                    ttls.append(min(r.ttl, r[0].minimum, self.config.cache.max_negative_ttl))
+        if not ttls:
+            ttls = [self.config.cache.min_ttl or 60]
+        return max(self.config.cache.min_ttl, min(min(ttls), self.config.cache.max_ttl))
+
+    async def resolve_uncached(self, question: Question, work: Work | None = None) -> Outcome:
+        work = work if work is not None else self._new_work()
+        budget = self._budget()
+        return await self._resolve_chain(question, work, budget)
+
+    # -- CNAME / DNAME chasing ------------------------------------------------------------------
+    async def _resolve_chain(self, q: Question, work: Work, budget: WorkBudget) -> Outcome:
+        answer: list[dns.rrset.RRset] = []
+        authority: tuple[dns.rrset.RRset, ...] = ()
+        securities: list[Security] = []
+        edes: list[Ede] = []
+        current = q.qname
+        seen: set[dns.name.Name] = set()
+        for _ in range(self.config.upstream.max_cname_chain + 1):
+            seen.add(current)
+            za = await self.iterator.query(Question(current, q.qtype, q.qclass), work)
+            if za.kind is Kind.FAILURE:
+                return Outcome.servfail(q, *za.edes, *edes)
+            part = await self._validate(za, work, budget)
+            answer.extend(part.answer)
+            authority = part.authority
+            securities.append(part.verdict.security)
+            edes.extend(part.verdict.edes)
+            if part.verdict.security is Security.BOGUS:
+                return Outcome(q, part.rcode, tuple(answer), authority,
+                               security=Security.BOGUS, edes=order_edes(edes))
+            if part.kind in (Kind.CNAME, Kind.DNAME) and part.target is not None:
+                if part.target in seen:
+                    # A loop: answer what we have, as the authoritative data says.
+                    return Outcome(q, dns.rcode.NOERROR, tuple(answer),
+                                   security=combine_security(securities),
+                                   edes=order_edes(edes))
+                current = part.target
+                continue
+            return Outcome(q, part.rcode, tuple(answer), authority,
+                           security=combine_security(securities), edes=order_edes(edes))
+        return Outcome.servfail(q, Ede(
+            EdeCode.OTHER,
+            f"CNAME chain from {q.qname} longer than {self.config.upstream.max_cname_chain}"))
+
+    # -- judging one authoritative response ---------------------------------------------------
+    async def _validate(self, za: ZoneAnswer, work: Work, budget: WorkBudget) -> Part:
+        msg = za.message
+        assert msg is not None
+        q = za.question
+        name = q.qname
+        rcode = msg.rcode()
+        data, target = self._data_rrsets(za)
+        authority = tuple(r for r in msg.authority
+                          if r.name.is_subdomain(za.zone) or r.rdtype in _DNSSEC_TYPES)
+        if za.kind in (Kind.NXDOMAIN, Kind.NODATA):
+            authority = tuple(r for r in msg.authority if r.rdtype in (
+                dns.rdatatype.SOA, dns.rdatatype.NSEC, dns.rdatatype.NSEC3,
+                dns.rdatatype.RRSIG) and r.name.is_subdomain(za.zone))
+            data = []
+        else:
+            authority = tuple(r for r in msg.authority
+                              if r.rdtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3,
+                                              dns.rdatatype.RRSIG)
+                              and r.name.is_subdomain(za.zone)
+                              and (r.rdtype != dns.rdatatype.RRSIG
+                                   or r.covers in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3)))
+        kind = za.kind
+        if kind is Kind.NXDOMAIN:
+            rcode = dns.rcode.NXDOMAIN
+        elif kind is Kind.NODATA:
+            rcode = dns.rcode.NOERROR
+        if not self.config.dnssec.enabled:
+            return Part(kind, rcode, tuple(data), authority, Verdict.insecure(), target)
+        point = self.trust.closest(name, self.clock.now())
+        if point is None:
+            return Part(kind, rcode, tuple(data), authority, Verdict.insecure(), target)
+        if point.kind is not TrustKind.ANCHOR:
+            return Part(kind, rcode, tuple(data), authority,
+                        Verdict.insecure(*self._negative_edes(point.zone)), target)
+        if kind in (Kind.NXDOMAIN, Kind.NODATA):
+            verdict = await self._judge_denial(za, authority, work, budget)
+        else:
+            verdict = await self._judge_data(za, data, authority, work, budget)
+        if verdict.ttl_cap is not None:
+            data = [self._capped(r, verdict.ttl_cap) for r in data]
+        return Part(kind, rcode, tuple(data), authority, verdict, target)
+
+    def _negative_edes(self, zone: dns.name.Name) -> tuple[Ede, ...]:
+        point = self.trust.closest(zone, self.clock.now())
+        if point is not None and point.kind is TrustKind.NTA and point.nta is not None:
+            reason = f" ({point.nta.reason})" if point.nta.reason else ""
+            return (Ede(EdeCode.NEGATIVE_TRUST_ANCHOR,
+                        f"negative trust anchor for {point.zone}{reason}: not validated"),)
+        return ()
+
+    @staticmethod
+    def _capped(rrset: dns.rrset.RRset, cap: int) -> dns.rrset.RRset:
+        if rrset.ttl <= cap:
+            return rrset
+        copy = rrset.copy()
+        copy.ttl = max(0, cap)
+        return copy
+
+    def _data_rrsets(self, za: ZoneAnswer) -> tuple[list[dns.rrset.RRset], dns.name.Name | None]:
+        """The answer-section records that belong to this step, with their signatures."""
+        msg = za.message
+        assert msg is not None
+        name, qtype = za.question.qname, za.question.qtype
+        out: list[dns.rrset.RRset] = []
+        target: dns.name.Name | None = None
+        if za.kind is Kind.ANSWER:
+            for rrset in msg.answer:
+                if rrset.name != name:
+                    continue
+                if rrset.rdtype == qtype or qtype == dns.rdatatype.ANY or (
+                        rrset.rdtype == dns.rdatatype.RRSIG
+                        and (rrset.covers == qtype or qtype in (dns.rdatatype.ANY,
+                                                                 dns.rdatatype.RRSIG))):
+                    out.append(rrset)
+        elif za.kind is Kind.CNAME:
+            cname = _find(msg.answer, name, dns.rdatatype.CNAME)
+            if cname is not None:
+                out.append(cname)
+                sigs = _sigs_for(msg.answer, name, dns.rdatatype.CNAME)
+                if sigs is not None:
+                    out.append(sigs)
+                target = cname[0].target
+        elif za.kind is Kind.DNAME:
+            for rrset in msg.answer:
+                if rrset.rdtype == dns.rdatatype.DNAME and name.is_subdomain(rrset.name):
+                    out.append(rrset)
+                    sigs = _sigs_for(msg.answer, rrset.name, dns.rdatatype.DNAME)
+                    if sigs is not None:
+                        out.append(sigs)
+                    try:
+                        target = name.relativize(rrset.name).derelativize(rrset[0].target)
+                    except dns.name.NameTooLong:
+                        target = None
+                    synth = dns.rrset.from_text_list(name, rrset.ttl, "IN", "CNAME",
+                                                     [target.to_text()] if target else [])
+                    if target is not None:
+                        out.append(synth)
+                    break
+        return out, target
+
+    async def _judge_data(self, za: ZoneAnswer, data: list[dns.rrset.RRset],
+                          authority: tuple[dns.rrset.RRset, ...], work: Work,
+                          budget: WorkBudget) -> Verdict:
+        caps: list[int] = []
+        extra: list[Ede] = []
+        insecure = False
+        proofs_needed: list[tuple[dns.name.Name, dns.name.Name, ZoneKeys]] = []
+        for rrset in data:
+            if rrset.rdtype == dns.rdatatype.RRSIG:
+                continue
+            if rrset.rdtype == dns.rdatatype.CNAME and za.kind is Kind.DNAME:
+                continue  # synthesised from the DNAME, which is what gets checked
+            sigs = next((s for s in data if s.rdtype == dns.rdatatype.RRSIG
+                         and s.name == rrset.name and s.covers == rrset.rdtype), None)
+            signer = _signer(sigs)
+            if signer is None or not rrset.name.is_subdomain(signer):
+                keys = await self._keys_for_unsigned(za.zone, rrset.name, work, budget)
+                if keys.security is Security.SECURE:
+                    return Verdict.bogus(
+                        EdeCode.RRSIGS_MISSING,
+                        f"{rrset.name}/{dns.rdatatype.to_text(rrset.rdtype)} has no RRSIG "
+                        f"although zone {keys.apex or keys.zone} is signed")
+                if keys.security is not Security.INSECURE:
+                    return Verdict(keys.security, keys.edes)
+                insecure = True
+                extra.extend(keys.edes)
+                continue
+            keys = await self.zone_keys(signer, work, budget)
+            if keys.security is not Security.SECURE:
+                if keys.security is Security.INSECURE:
+                    insecure = True
+                    extra.extend(keys.edes)
+                    continue
+                return Verdict(keys.security, keys.edes)
+            assert keys.dnskeys is not None
+            verdict = verify_rrset(rrset, sigs, keys.dnskeys, signer, self.validation_time(),
+                                   self.policy, budget)
+            if not verdict.is_secure:
+                return verdict
+            if verdict.ttl_cap is not None:
+                caps.append(verdict.ttl_cap)
+            assert sigs is not None
+            encloser = wildcard_expansion(rrset.name, sigs[0])
+            if encloser is not None:
+                proofs_needed.append((rrset.name, encloser, keys))
+        for owner, encloser, keys in proofs_needed:
+            nsecs, nsec3s, bad = self._verified_denial(authority, keys, budget)
+            if bad is not None:
+                return bad
+            proof = denial.prove_wildcard_answer(owner, encloser, keys.zone, nsecs, nsec3s,
+                                                 self.policy)
+            if proof.security is Security.BOGUS:
+                return proof
+            if proof.security is Security.INSECURE:
+                return Verdict.insecure(*proof.edes)
+        if insecure:
+            return Verdict.insecure(*extra)
+        return Verdict.secure(min(caps) if caps else None)
+
+    def _verified_denial(self, authority: tuple[dns.rrset.RRset, ...], keys: ZoneKeys,
+                         budget: WorkBudget
+                         ) -> tuple[list[dns.rrset.RRset], list[dns.rrset.RRset], Verdict | None]:
+        """The NSEC and NSEC3 RRsets of `authority` whose signatures verify with `keys`."""
+        nsecs: list[dns.rrset.RRset] = []
+        nsec3s: list[dns.rrset.RRset] = []
+        assert keys.dnskeys is not None
+        for rrset in authority:
+            if rrset.rdtype not in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3):
+                continue
+            sigs = _sigs_for(list(authority), rrset.name, rrset.rdtype)
+            verdict = verify_rrset(rrset, sigs, keys.dnskeys, keys.zone,
+                                   self.validation_time(), self.policy, budget)
+            if verdict.is_bogus:
+                return [], [], verdict
+            if not verdict.is_secure:
+                continue
+            (nsecs if rrset.rdtype == dns.rdatatype.NSEC else nsec3s).append(rrset)
+        return nsecs, nsec3s, None
+
+    async def _judge_denial(self, za: ZoneAnswer, authority: tuple[dns.rrset.RRset, ...],
+                            work: Work, budget: WorkBudget) -> Verdict:
+        q = za.question
+        soa = next((r for r in authority if r.rdtype == dns.rdatatype.SOA), None)
+        signer: dns.name.Name | None = None
+        for rrset in authority:
+            if rrset.rdtype == dns.rdatatype.RRSIG:
+                signer = rrset[0].signer
+                break
+        if signer is None or not q.qname.is_subdomain(signer):
+            zone = soa.name if soa is not None else za.zone
+            keys = await self._keys_for_unsigned(za.zone, zone, work, budget)
+            if keys.security is Security.SECURE:
+                return Verdict.bogus(
+                    EdeCode.NSEC_MISSING if signer is None else EdeCode.DNSSEC_BOGUS,
+                    f"{'NXDOMAIN' if za.kind is Kind.NXDOMAIN else 'NODATA'} for {q} from "
+                    f"signed zone {keys.apex or keys.zone} without a signed denial of existence")
+            if keys.security is Security.INSECURE:
+                return Verdict.insecure(*keys.edes)
+            return Verdict(keys.security, keys.edes)
+        keys = await self.zone_keys(signer, work, budget)
+        if keys.security is not Security.SECURE:
+            return Verdict(keys.security, keys.edes)
+        assert keys.dnskeys is not None
+        if soa is not None:
+            verdict = verify_rrset(soa, _sigs_for(list(authority), soa.name, dns.rdatatype.SOA),
+                                   keys.dnskeys, signer, self.validation_time(), self.policy,
+                                   budget)
+            if verdict.is_bogus:
+                return verdict
+        nsecs, nsec3s, bad = self._verified_denial(authority, keys, budget)
+        if bad is not None:
+            return bad
+        if za.kind is Kind.NXDOMAIN:
+            return denial.prove_nxdomain(q.qname, signer, nsecs, nsec3s, self.policy)
+        return denial.prove_nodata(q.qname, q.qtype, signer, nsecs, nsec3s, self.policy)
+
+    # -- the chain of trust -----------------------------------------------------------------------
+    async def _keys_for_unsigned(self, zone: dns.name.Name, owner: dns.name.Name, work: Work,
+                                 budget: WorkBudget) -> ZoneKeys:
+        """Trust state for unsigned data at `owner` served by `zone`'s servers.
+
+        The server's zone may be an ancestor of the data's real zone (one server can
+        host both), so when the keys there are secure, look for a proven insecure cut
+        between it and the owner before calling the data bogus.
+        """
+        keys = await self.zone_keys(zone, work, budget)
+        if keys.security is not Security.SECURE:
+            return keys
+        name = owner
+        candidates = []
+        while len(name) > len(zone):
+            candidates.append(name)
+            name = name.parent()
+        for candidate in reversed(candidates):
+            below = await self.zone_keys(candidate, work, budget)
+            if below.security is not Security.SECURE:
+                return below
+        return keys
+
+    async def zone_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget) -> ZoneKeys:
+        """The trust state of data signed by `zone` (or, if `zone` is no cut, its zone's)."""
+        now = self.clock.now()
+        cached = self.keys.get(zone, now)
+        if cached is not None:
+            return cached
+        point = self.trust.closest(zone, now)
+        if point is None:
+            return ZoneKeys(zone, Security.INSECURE, expires_at=now + 3600)
+        if point.kind is not TrustKind.ANCHOR:
+            # Not cached: trust-map changes (an NTA removed) must show at once.
+            return ZoneKeys(zone, Security.INSECURE, edes=self._negative_edes(zone))
+        if work.depth > 12:
+            return ZoneKeys(zone, Security.INDETERMINATE, edes=(Ede(
+                EdeCode.DNSSEC_INDETERMINATE,
+                f"chain of trust to {zone} too deep to follow"),))
+        work.depth += 1
+        try:
+            if point.zone == zone:
+                keys = await self._anchor_keys(zone, point.anchor, work, budget)
+            else:
+                keys = await self._delegated_keys(zone, work, budget)
+        finally:
+            work.depth -= 1
+        self.keys.put(keys)
+        return keys
+
+    def _keys_ttl(self, security: Security, edes: tuple[Ede, ...], *ttls: int) -> float:
+        now = self.clock.now()
+        if security is Security.BOGUS:
+            return now + BOGUS_KEYS_TTL
+        if security is Security.INDETERMINATE:
+            return now + UNREACHABLE_KEYS_TTL
+        return now + max(1, min([t for t in ttls if t is not None] or [3600]))
+
+    async def _fetch(self, name: dns.name.Name, rdtype: int, work: Work) -> ZoneAnswer:
+        return await self.iterator.query(Question(name, dns.rdatatype.RdataType(rdtype)), work)
+
+    async def _dnskeys(self, zone: dns.name.Name, work: Work
+                       ) -> tuple[dns.rrset.RRset | None, dns.rrset.RRset | None, ZoneKeys | None]:
+        za = await self._fetch(zone, dns.rdatatype.DNSKEY, work)
+        now = self.clock.now()
+        if za.kind is Kind.FAILURE or za.message is None:
+            return None, None, ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
+                Ede(e.code, f"cannot fetch the DNSKEY set of {zone}: {e.text}") for e in za.edes),
+                expires_at=now + UNREACHABLE_KEYS_TTL)
+        keys = _find(za.message.answer, zone, dns.rdatatype.DNSKEY)
+        sigs = _sigs_for(za.message.answer, zone, dns.rdatatype.DNSKEY)
+        if keys is None:
+            return None, None, ZoneKeys(zone, Security.BOGUS, edes=(Ede(
+                EdeCode.DNSKEY_MISSING,
+                f"zone {zone} has a DS but its servers return no DNSKEY set"),),
+                expires_at=now + BOGUS_KEYS_TTL)
+        return keys, sigs, None
+
+    async def _anchor_keys(self, zone: dns.name.Name, anchor: dns.rrset.RRset | None, work: Work,
+                           budget: WorkBudget) -> ZoneKeys:
+        assert anchor is not None
+        keys, sigs, failed = await self._dnskeys(zone, work)
+        if failed is not None:
+            return failed
+        assert keys is not None
+        is_ds = anchor.rdtype == dns.rdatatype.DS
+        verdict = verify_dnskeys(keys, sigs, anchor if is_ds else None,
+                                 None if is_ds else anchor, zone, self.validation_time(),
+                                 self.policy, budget)
+        return ZoneKeys(zone, verdict.security,
+                        keys if verdict.is_secure else None, verdict.edes,
+                        self._keys_ttl(verdict.security, verdict.edes, keys.ttl,
+                                       verdict.ttl_cap or keys.ttl))
+
+    async def _delegated_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget
+                              ) -> ZoneKeys:
+        now = self.clock.now()
+        za = await self._fetch(zone, dns.rdatatype.DS, work)
+        if za.kind is Kind.FAILURE or za.message is None:
+            # A network failure stays a network failure: never reported as bogus.
+            return ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
+                Ede(e.code, f"cannot fetch the DS set of {zone}: {e.text}") for e in za.edes),
+                expires_at=now + UNREACHABLE_KEYS_TTL)
+        msg = za.message
+        if za.kind is Kind.ANSWER:
+            ds = _find(msg.answer, zone, dns.rdatatype.DS)
+            sigs = _sigs_for(msg.answer, zone, dns.rdatatype.DS)
+            assert ds is not None
+            signer = _signer(sigs)
+            if signer is None or signer == zone or not zone.is_subdomain(signer):
+                parent = await self.zone_keys(zone.parent(), work, budget)
+                if parent.security is Security.SECURE:
+                    return ZoneKeys(zone, Security.BOGUS, edes=(Ede(
+                        EdeCode.RRSIGS_MISSING,
+                        f"DS set of {zone} has no valid RRSIG by its parent zone"),),
+                        expires_at=now + BOGUS_KEYS_TTL)
+                return replace(parent, zone=zone)
+            parent = await self.zone_keys(signer, work, budget)
+            if parent.security is not Security.SECURE:
+                return replace(parent, zone=zone)
+            assert parent.dnskeys is not None
+            verdict = verify_rrset(ds, sigs, parent.dnskeys, signer, self.validation_time(),
+                                   self.policy, budget)
+            if not verdict.is_secure:
+                return ZoneKeys(zone, verdict.security, edes=verdict.edes,
+                                expires_at=self._keys_ttl(verdict.security, verdict.edes, ds.ttl))
+            keys, ksigs, failed = await self._dnskeys(zone, work)
+            if failed is not None:
+                return failed
+            assert keys is not None
+            kv = verify_dnskeys(keys, ksigs, ds, None, zone, self.validation_time(),
+                                self.policy, budget)
+            return ZoneKeys(zone, kv.security, keys if kv.is_secure else None, kv.edes,
+                            self._keys_ttl(kv.security, kv.edes, ds.ttl, keys.ttl,
+                                           kv.ttl_cap or keys.ttl, verdict.ttl_cap or ds.ttl))
+        if za.kind in (Kind.NODATA, Kind.NXDOMAIN, Kind.CNAME):
+            return await self._no_ds(zone, za, work, budget)
+        return ZoneKeys(zone, Security.INDETERMINATE, edes=(Ede(
+            EdeCode.DNSSEC_INDETERMINATE, f"unexpected {za.kind.value} answer to DS {zone}"),),
+            expires_at=now + UNREACHABLE_KEYS_TTL)
+
+    async def _no_ds(self, zone: dns.name.Name, za: ZoneAnswer, work: Work,
+                     budget: WorkBudget) -> ZoneKeys:
+        """No DS at `zone`: a proven insecure cut, or no cut at all (keys of the parent)."""
+        now = self.clock.now()
+        msg = za.message
+        assert msg is not None
+        section = msg.authority if za.kind is not Kind.CNAME else msg.answer + msg.authority
+        signer: dns.name.Name | None = None
+        for rrset in section:
+            if rrset.rdtype == dns.rdatatype.RRSIG and zone.is_subdomain(rrset[0].signer) \
+                    and rrset[0].signer != zone:
+                signer = rrset[0].signer
+                break
+        if signer is None:
+            parent = await self.zone_keys(zone.parent(), work, budget)
+            if parent.security is Security.SECURE:
+                return ZoneKeys(zone, Security.BOGUS, edes=(Ede(
+                    EdeCode.NSEC_MISSING,
+                    f"no signed proof from {parent.apex or parent.zone} that {zone} has no DS"),),
+                    expires_at=now + BOGUS_KEYS_TTL)
+            return replace(parent, zone=zone)
+        parent = await self.zone_keys(signer, work, budget)
+        if parent.security is not Security.SECURE:
+            return replace(parent, zone=zone)
+        authority = tuple(r for r in msg.authority if r.name.is_subdomain(signer))
+        nsecs, nsec3s, bad = self._verified_denial(authority, parent, budget)
+        if bad is not None:
+            return ZoneKeys(zone, Security.BOGUS, edes=bad.edes,
+                            expires_at=now + BOGUS_KEYS_TTL)
+        ttl = min([r.ttl for r in authority] or [300])
+        if za.kind is Kind.NODATA:
+            cut = denial.prove_no_ds(zone, signer, nsecs, nsec3s, self.policy)
+            if cut.security is not Security.BOGUS:
+                # A delegation without DS (or inside an opt-out span): insecure below.
+                return ZoneKeys(zone, Security.INSECURE, edes=tuple(
+                    e for e in cut.edes if e.code == EdeCode.UNSUPPORTED_NSEC3_ITERATIONS),
+                    expires_at=now + ttl)
+            proof = denial.prove_nodata(zone, dns.rdatatype.DS, signer, nsecs, nsec3s,
+                                        self.policy)
+            if proof.security is Security.INSECURE:
+                return ZoneKeys(zone, Security.INSECURE, edes=proof.edes, expires_at=now + ttl)
+            if proof.security is Security.BOGUS:
+                return ZoneKeys(zone, Security.BOGUS, edes=cut.edes + proof.edes,
+                                expires_at=now + BOGUS_KEYS_TTL)
+        elif za.kind is Kind.NXDOMAIN:
+            proof = denial.prove_nxdomain(zone, signer, nsecs, nsec3s, self.policy)
+            if proof.security is Security.INSECURE:
+                return ZoneKeys(zone, Security.INSECURE, edes=proof.edes, expires_at=now + ttl)
+        # Not a zone cut: data at this name is signed with the parent's keys.
+        return ZoneKeys(zone, parent.security, parent.dnskeys, parent.edes,
+                        min(parent.expires_at, now + ttl), apex=parent.apex or parent.zone)
+
+    # -- name server addresses ------------------------------------------------------------------
+    async def _lookup_addresses(self, name: dns.name.Name, work: Work) -> list[str]:
+        hosts: list[str] = []
+        types = []
+        if self.config.upstream.do_ipv4:
+            types.append(dns.rdatatype.A)
+        if self.config.upstream.do_ipv6:
+            types.append(dns.rdatatype.AAAA)
+        for rdtype in types:
+            key = (name, int(rdtype))
+            if key in work.in_progress or work.depth > 6:
+                continue
+            q = Question(name, rdtype)
+            now = self.clock.now()
+            entry = self.answers.get(q)
+            if entry is not None and entry.state(now) is EntryState.FRESH:
+                outcome = entry.outcome
+            else:
+                work.in_progress.add(key)
+                work.depth += 1
+                try:
+                    outcome = await self._resolve_chain(q, work, self._budget())
+                finally:
+                    work.depth -= 1
+                    work.in_progress.discard(key)
+                if not outcome.is_failure:
+                    self.settle(q, outcome, None)
+            if outcome.security is Security.BOGUS:
+                continue
+            for rrset in outcome.answer:
+                if rrset.rdtype == rdtype:
+                    hosts.extend(rd.address for rd in rrset)
+            if hosts:
+                break
+        return hosts
+
+    # -- operator actions --------------------------------------------------------------------------
+    def forget_below(self, zone: dns.name.Name) -> None:
+        """Drop cached conclusions at and below `zone` (an NTA added or removed, a flush)."""
+        self.answers.drop_below(zone)
+        self.failures.drop_below(zone)
+        self.keys.drop_below(zone)
