@@ -1,0 +1,83 @@
+"""`anchord serve` as a process: start-up lines, clean shutdown, one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+
+CLI = [sys.executable, "-c", "from anchord.cli import main; main()", "serve"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(tmp_path: Path, text: str = "") -> Path:
+    p = tmp_path / "anchord.toml"
+    # Stub the root to a closed loopback port: start-up must not need the Internet.
+    p.write_text(text or '[upstream]\nstub_zones = { "." = ["127.0.0.1:9"] }\n'
+                 'timeout = 0.1\nattempts = 1\n\n[control]\nenabled = false\n')
+    return p
+
+
+def test_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "[server]\nworkers = 0\n")
+    r = subprocess.run([*CLI, "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.startswith("anchord: ") and "server.workers" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_listen_option_is_a_config_error(tmp_path: Path) -> None:
+    r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), "--listen", "nowhere:53"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEPORT
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    try:
+        r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), "--listen",
+                            f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+    finally:
+        holder.close()
+    assert r.returncode == 1, r.stderr
+    assert "address already in use" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_logs_listeners_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([*CLI, "-c", str(_config(tmp_path)), "--listen",
+                             f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 20
+        assert proc.stderr is not None
+        while len(lines) < 2 and time.monotonic() < deadline:
+            lines.append(proc.stderr.readline())
+        assert any(f"listening on udp 127.0.0.1:{port}" in x for x in lines), lines
+        assert any(f"listening on tcp 127.0.0.1:{port}" in x for x in lines), lines
+        # The root is unreachable: the answer is a SERVFAIL that says so.
+        r = dns.query.udp(dns.message.make_query("example.", "A", use_edns=0), "127.0.0.1",
+                          port=port, timeout=10)
+        assert r.rcode() in (0, 2, 3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "shutting down" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
