@@ -13,7 +13,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from test_frontend_harness import running_server
+from tests.test_frontend_harness import running_server
 
 TOTAL = 100_000
 BATCH = 500  # packets sent before waiting for the server to catch up

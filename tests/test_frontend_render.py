@@ -185,3 +185,10 @@ def test_rejection_rendering() -> None:
     assert isinstance(formerr, Rejection)
     r = dns.message.from_wire(render_rejection(formerr) or b"")
     assert r.id == 0x1234 and r.rcode() == dns.rcode.FORMERR and not r.question
+
+
+def test_ede_33_negative_trust_anchor_renders_though_dnspython_does_not_name_it() -> None:
+    o = outcome(Security.INSECURE, edes=(Ede(EdeCode.NEGATIVE_TRUST_ANCHOR, "NTA for de."),))
+    r = render(query(do=True), o)
+    got = [(int(e.code), e.text) for e in r.options if isinstance(e, dns.edns.EDEOption)]
+    assert got == [(33, "NTA for de.")] and not r.flags & dns.flags.AD

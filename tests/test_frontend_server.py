@@ -14,7 +14,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from test_frontend_harness import BOGUS_TEXT, running_server
+from tests.test_frontend_harness import BOGUS_TEXT, running_server
 
 
 def _dig(tool: str, port: int, name: str, *extra: str) -> str:

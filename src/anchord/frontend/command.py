@@ -32,7 +32,7 @@ def _default_resolver(config: Config) -> Resolver:
     # the config errors do not need.
     from anchord.engine.driver import build_resolver
 
-    return build_resolver(config)  # type: ignore[no-any-return]
+    return build_resolver(config)
 
 
 async def _maybe_await(value: Any) -> None:
@@ -55,7 +55,7 @@ async def run_server(config: Config, resolver: Resolver,
         raise _Fatal(f"cannot listen: {e.strerror or e}", 1) from None
     for line in described:
         log.info("listening on %s", line)
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)

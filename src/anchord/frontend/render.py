@@ -54,7 +54,9 @@ def _skeleton(qid: int, client_flags: int, question: Question | None) -> dns.mes
 
 
 def _edns(msg: dns.message.Message, do: bool, edes: tuple[Ede, ...]) -> None:
-    options = [dns.edns.EDEOption(int(e.code), e.text or None) for e in edes]
+    # EDECode.make keeps codes dnspython does not name (33, NTA) as plain ints.
+    options: list[dns.edns.Option] = [
+        dns.edns.EDEOption(dns.edns.EDECode.make(int(e.code)), e.text or None) for e in edes]
     msg.use_edns(0, dns.flags.DO if do else 0, EDNS_PAYLOAD, options=options)
 
 
@@ -81,8 +83,9 @@ def _to_wire(msg: dns.message.Message, limit: int) -> bytes:
     except dns.exception.TooBig:
         # Only the EDE texts can still be too long: keep the codes, drop the texts.
         if msg.opt is not None:
-            codes = [dns.edns.EDEOption(o.code) for o in msg.options
-                     if isinstance(o, dns.edns.EDEOption)]
+            codes: list[dns.edns.Option] = [
+                dns.edns.EDEOption(o.code) for o in msg.options
+                if isinstance(o, dns.edns.EDEOption)]
             msg.use_edns(0, msg.ednsflags, EDNS_PAYLOAD, options=codes)
         return msg.to_wire(max_size=MAX_TCP)
 
@@ -110,7 +113,7 @@ def render_outcome(query: ClientQuery, outcome: Outcome) -> bytes:
         _edns(msg, query.do, outcome.edes)
     elif rcode > 0xF:
         rcode = dns.rcode.SERVFAIL  # an extended rcode cannot travel without an OPT
-    msg.set_rcode(rcode)
+    msg.set_rcode(dns.rcode.Rcode.make(rcode))
     return _to_wire(msg, reply_limit(query))
 
 
@@ -121,7 +124,7 @@ def render_rejection(rej: Rejection, edes: tuple[Ede, ...] = ()) -> bytes | None
     msg = _skeleton(rej.id, rej.flags, rej.question)
     if rej.edns:
         _edns(msg, rej.do, edes)
-    msg.set_rcode(rej.rcode)
+    msg.set_rcode(dns.rcode.Rcode.make(rej.rcode))
     return _to_wire(msg, MIN_UDP_SIZE if not rej.edns else EDNS_PAYLOAD)
 
 

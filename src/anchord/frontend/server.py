@@ -267,7 +267,7 @@ class Frontend:
         tries = 5 if port == 0 else 1
         for attempt in range(tries):
             udp = _socket(host, port, socket.SOCK_DGRAM)
-            chosen = udp.getsockname()[1]
+            chosen: int = udp.getsockname()[1]
             try:
                 tcp = _socket(host, chosen, socket.SOCK_STREAM)
             except OSError as e:
