@@ -56,10 +56,11 @@ class Running:
 @contextlib.contextmanager
 def running_server(access_control: list[str] | None = None,
                    listen: list[str] | None = None, idle: float = 10.0,
-                   uvloop: bool = True) -> Iterator[Running]:
+                   uvloop: bool = True, max_tcp_clients: int = 256) -> Iterator[Running]:
     config = Config()
     config.server.listen = listen or ["127.0.0.1:0"]
     config.server.tcp_idle_timeout = idle
+    config.server.max_tcp_clients = max_tcp_clients
     if access_control is not None:
         config.server.access_control = access_control
     resolver = FakeResolver()

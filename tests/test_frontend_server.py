@@ -125,3 +125,14 @@ def test_stdlib_asyncio_loop_works_too() -> None:
         q = dns.message.make_query("www.example.de.", "A", want_dnssec=True)
         r = dns.query.udp(q, "127.0.0.1", port=srv.port, timeout=2)
     assert r.flags & dns.flags.AD and r.answer
+
+
+def test_tcp_clients_over_the_limit_are_closed() -> None:
+    with running_server(max_tcp_clients=2) as srv:
+        held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)  # let the server accept both
+        extra = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        assert extra.recv(10) == b""
+        assert srv.frontend.stats.tcp_rejected == 1
+        for s in [*held, extra]:
+            s.close()
