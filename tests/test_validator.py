@@ -213,11 +213,11 @@ def test_rfc4035_rrsig_by_another_zone_counts_as_missing_ede10() -> None:
     assert code(check(rrset, sig)) is EdeCode.RRSIGS_MISSING
 
 
-def test_rfc4035_rrsig_by_unknown_key_is_bogus_with_ede9() -> None:
+def test_rfc8914_rrsig_by_key_not_in_dnskey_set_is_bogus_with_ede6() -> None:
     rrset = rrset_a()
     stranger = make_key(13)
     verdict = check(rrset, sign(rrset, stranger))
-    assert verdict.is_bogus and code(verdict) is EdeCode.DNSKEY_MISSING
+    assert verdict.is_bogus and code(verdict) is EdeCode.DNSSEC_BOGUS
     assert str(stranger.tag) in verdict.edes[0].text
 
 

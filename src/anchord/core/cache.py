@@ -18,7 +18,15 @@ from typing import Generic, TypeVar
 import dns.name
 import dns.rrset
 
-from anchord.core.outcome import Ede, EdeCode, Freshness, Outcome, Question, Security
+from anchord.core.outcome import (
+    Ede,
+    EdeCode,
+    Freshness,
+    Outcome,
+    Question,
+    Security,
+    order_edes,
+)
 from anchord.core.ports import ServerAddress
 
 K = TypeVar("K")
@@ -125,15 +133,17 @@ def stale_outcome(entry: AnswerEntry, stale_ttl: int, *reasons: Ede) -> Outcome:
     stale_code = (
         EdeCode.STALE_NXDOMAIN_ANSWER if o.rcode == 3 else EdeCode.STALE_ANSWER
     )
-    stale_ede = Ede(stale_code, f"served stale: {o.question} expired "
-                               f"{int(entry.ttl)} s after it was fetched")
+    stale_ede = Ede(stale_code, f"stale answer for {o.question}: its {int(entry.ttl)} s TTL "
+                                "ran out and no fresh answer could be had")
+    # RFC 8767 answers say first that they are stale; why the refresh failed follows.
     return replace(
         o,
         answer=_rrsets_aged(o.answer, 0, ttl),
         authority=_rrsets_aged(o.authority, 0, ttl),
         additional=_rrsets_aged(o.additional, 0, ttl),
         freshness=Freshness.STALE,
-    ).with_edes(stale_ede, *reasons)
+        edes=(stale_ede,) + order_edes(tuple(e for e in reasons if e.code != stale_code)),
+    )
 
 
 class AnswerCache:

@@ -372,9 +372,12 @@ class Resolver:
             if verdict.ttl_cap is not None:
                 caps.append(verdict.ttl_cap)
             assert sigs is not None
-            encloser = wildcard_expansion(rrset.name, sigs[0])
-            if encloser is not None:
-                proofs_needed.append((rrset.name, encloser, keys))
+            # Any signature of the zone that claims a wildcard expansion demands the
+            # proof: checking only the first could let a forged label count through.
+            enclosers = [e for s in sigs if s.signer == signer
+                         for e in [wildcard_expansion(rrset.name, s)] if e is not None]
+            if enclosers:
+                proofs_needed.append((rrset.name, min(enclosers, key=len), keys))
         for owner, encloser, keys in proofs_needed:
             nsecs, nsec3s, bad = self._verified_denial(authority, keys, budget)
             if bad is not None:

@@ -201,6 +201,7 @@ def _check_one(
     policy: ValidatorPolicy,
     budget: WorkBudget,
     attempt: _Attempt,
+    missing_key_code: EdeCode,
 ) -> int | None:
     """Try one RRSIG; the TTL cap on success, None (and a recorded failure) otherwise."""
     what = f"RRSIG over {_rrset_text(rrset)} by {_name(zone)} key tag {rrsig.key_tag}"
@@ -211,7 +212,7 @@ def _check_one(
         return None
     candidates = _candidate_keys(keys, rrsig)
     if not candidates:
-        attempt.fail(_DEPTH_MISSING_KEY, EdeCode.DNSKEY_MISSING,
+        attempt.fail(_DEPTH_MISSING_KEY, missing_key_code,
                      f"{what}: no DNSKEY of {_name(zone)} with key tag {rrsig.key_tag}"
                      f" and {_alg(rrsig.algorithm)}")
         return None
@@ -268,8 +269,13 @@ def verify_rrset(
     now: float,
     policy: ValidatorPolicy,
     budget: WorkBudget,
+    missing_key_code: EdeCode = EdeCode.DNSSEC_BOGUS,
 ) -> Verdict:
     """Is `rrset` signed by a trusted key of `zone`, now? (RFC 4035 5.3)
+
+    An RRSIG by a key tag that is not in the zone's DNSKEY set is plain "DNSSEC Bogus"
+    (EDE 6; RFC 8914 keeps 9 for a DS that matches no DNSKEY, which verify_dnskeys
+    reports by passing `missing_key_code`): the 2026-05-05 .de signatures were this case.
 
     Secure as soon as one RRSIG verifies; its ttl_cap is the smaller of the signature's
     remaining life and its original TTL (RFC 4035 5.3.3). Insecure (EDE 1) when every
@@ -294,7 +300,8 @@ def verify_rrset(
         if not policy.validates_algorithm(rrsig.algorithm):
             attempt.unsupported.append(rrsig)
             continue
-        cap = _check_one(rrset, rrsig, keys, zone, now, policy, budget, attempt)
+        cap = _check_one(rrset, rrsig, keys, zone, now, policy, budget, attempt,
+                         missing_key_code)
         if cap is not None:
             return Verdict.secure(cap)
         if budget.exhausted:
@@ -396,7 +403,8 @@ def verify_dnskeys(
             EdeCode.DNSKEY_MISSING,
             f"no DNSKEY of {_name(zone)} matches {source} (key tags {tags})",
         )
-    verdict = verify_rrset(dnskeys, rrsigs, entry_keys, zone, now, policy, budget)
+    verdict = verify_rrset(dnskeys, rrsigs, entry_keys, zone, now, policy, budget,
+                           missing_key_code=EdeCode.DNSKEY_MISSING)
     if verdict.security is Security.INSECURE:
         # Entry keys are all of validated algorithms, so this cannot happen; were it to,
         # a matched DS without a usable signature is a broken chain, not an insecure one.
