@@ -15,6 +15,11 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.rrset
+
 # The root's trust anchors as IANA publishes them (root-anchors.xml): KSK-2017 and
 # KSK-2024. Replace with `dnssec.trust_anchors` in the config.
 ROOT_TRUST_ANCHORS = (
@@ -307,10 +312,8 @@ def _validate(cfg: Config) -> None:
     try:
         parse_endpoint(cfg.control.listen, 8953)
     except ValueError as e:
-        raise ConfigError(f"key 'control.listen': bad address {cfg.control.listen!r}: {e}") from None
-    import dns.exception
-    import dns.name
-    import dns.rrset
+        raise ConfigError(
+            f"key 'control.listen': bad address {cfg.control.listen!r}: {e}") from None
 
     for i, line in enumerate(cfg.dnssec.trust_anchors):
         try:
@@ -324,10 +327,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"key 'dnssec.insecure_zones[{i}]': {e}") from None
 
 
-def parse_trust_anchor(line: str) -> Any:
+def parse_trust_anchor(line: str) -> dns.rrset.RRset:
     """A DS or DNSKEY record in zone-file syntax -> dns.rrset.RRset."""
-    import dns.rdatatype
-    import dns.rrset
 
     parts = line.split()
     if len(parts) < 4:
