@@ -20,7 +20,7 @@ from anchord.testbed.replay.parser import ConfigItem, Dialect, Scenario
 
 # Unbound keys that only tune performance, logging or Unbound-internal behaviour.
 IGNORED_KEYS = frozenset({
-    "target-fetch-policy", "trust-anchor-signaling", "fake-sha1", "minimal-responses",
+    "target-fetch-policy", "trust-anchor-signaling", "minimal-responses",
     "iter-scrub-promiscuous", "rrset-roundrobin", "access-control", "log-time-ascii",
     "log-servfail", "verbosity", "val-log-level", "num-queries-per-thread", "msg-cache-size",
     "msg-cache-slabs", "rrset-cache-size", "outbound-msg-retry", "directory", "harden-glue",
@@ -179,6 +179,12 @@ def _map_unbound_server(item: ConfigItem, mapped: Mapped) -> bool:
             cfg.dnssec.enabled = False
         elif modules != ["validator", "iterator"]:
             mapped.unsupported.append(f"key module-config {value!r}")
+    elif key == "fake-sha1" or key == "fake-dsa":
+        if _yes(value):
+            # Unbound then accepts SHA-1/DSA signatures without checking them (some
+            # 2007 test signatures do not verify); anchord always checks.
+            mapped.notes.append(f"{key}: yes in the header: anchord still verifies "
+                                "SHA-1/DSA signatures")
     elif key == "aggressive-nsec":
         cfg.cache.aggressive_nsec = _yes(value)
     elif key == "serve-expired":

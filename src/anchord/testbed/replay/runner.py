@@ -226,7 +226,8 @@ def _records(section: list[dns.rrset.RRset], ttl: bool) -> set[tuple[object, ...
 
 
 def _show(keys: set[tuple[object, ...]]) -> str:
-    items = sorted(f"{k[0]} {dns.rdatatype.to_text(k[2])}" for k in keys)  # type: ignore[arg-type]
+    items = sorted(f"{k[0]} {dns.rdatatype.to_text(k[2])}"  # type: ignore[arg-type]
+                   + (f" ttl={k[4]}" if k[4] is not None else "") for k in keys)
     return ", ".join(items[:3]) + (" ..." if len(items) > 3 else "")
 
 
@@ -251,8 +252,11 @@ def compare_answer(entry: Entry, expected: dns.message.Message, got: dns.message
         return f"opcode: expected {expected.opcode()}, got {got.opcode()}"
     if every or "rcode" in m:
         if expected.rcode() != got.rcode():
+            edes = [f"EDE {o.code}: {o.text or ''}" for o in got.options
+                    if isinstance(o, dns.edns.EDEOption)]
             return (f"rcode: expected {dns.rcode.to_text(expected.rcode())}, "
-                    f"got {dns.rcode.to_text(got.rcode())}")
+                    f"got {dns.rcode.to_text(got.rcode())}"
+                    + (f" ({edes[0][:120]})" if edes else ""))
     if every or "flags" in m:
         mask = 0
         for n in _FLAG_NAMES:
