@@ -26,7 +26,7 @@ def test_every_scenario_file_parses() -> None:
 
 UNBOUND = """server:
 	val-override-date: "20070916134226"
-	trust-anchor: "example.com.    3600    IN      DS      2854 3 1 46e4ffc6e9a4793b488954bd3f0cc6af0dfb201b"
+	trust-anchor: "example.com. 3600 IN DS 2854 3 1 46e4ffc6e9a4793b488954bd3f0cc6af0dfb201b"
 forward-zone: name: "." forward-addr: 216.0.0.1
 CONFIG_END
 SCENARIO_BEGIN A small test

@@ -1,0 +1,63 @@
+"""Whole scenarios through the core and the frontend's renderer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from anchord.testbed.replay.command import rpl
+from anchord.testbed.replay.parser import parse_file, parse_text
+from anchord.testbed.replay.runner import run_scenario
+
+RPL = Path("/work/shared/rpl")
+
+
+@pytest.mark.parametrize("name", ["deckard/iter_resolve.rpl", "unbound/iter_resolve.rpl"])
+def test_basic_iterative_resolve_passes(name: str) -> None:
+    path = RPL / name
+    if not path.exists():
+        pytest.skip("scenario set not present")
+    result = run_scenario(parse_file(path))
+    assert result.status == "pass", result.reason
+
+
+def test_wrong_expectation_fails_with_expected_vs_got() -> None:
+    path = RPL / "unbound" / "iter_resolve.rpl"
+    if not path.exists():
+        pytest.skip("scenario set not present")
+    text = path.read_text()
+    head, _, tail = text.rpartition("www.example.com. IN A\t10.20.30.40")  # the CHECK_ANSWER
+    result = run_scenario(parse_text(head + "www.example.com. IN A\t10.20.30.41" + tail,
+                                     str(path)))
+    assert result.status == "fail"
+    assert result.reason.startswith("step 10 CHECK_ANSWER: answer:"), result.reason
+
+
+def test_unsupported_step_is_reported_not_run() -> None:
+    text = """server:
+stub-zone:
+	name: "."
+	stub-addr: 193.0.14.129
+CONFIG_END
+SCENARIO_BEGIN x
+STEP 1 CHECK_AUTOTRUST example.com
+SCENARIO_END
+"""
+    result = run_scenario(parse_text(text, "x/unbound/x.rpl"))
+    assert result.status == "unsupported" and "CHECK_AUTOTRUST" in result.reason
+
+
+def test_command_writes_report(tmp_path: Path) -> None:
+    path = RPL / "deckard" / "iter_resolve.rpl"
+    if not path.exists():
+        pytest.skip("scenario set not present")
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(rpl, [str(path), "--report", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["results"][0]["status"] == "pass"
+    assert data["totals"]["total"]["pass"] == 1
+    assert "iter" in res.output
