@@ -284,7 +284,7 @@ class Resolver:
     def _capped(rrset: dns.rrset.RRset, cap: int) -> dns.rrset.RRset:
         if rrset.ttl <= cap:
             return rrset
-        copy = rrset.copy()
+        copy: dns.rrset.RRset = rrset.copy()
         copy.ttl = max(0, cap)
         return copy
 
@@ -677,6 +677,20 @@ class Resolver:
             if hosts:
                 break
         return hosts
+
+    async def recheck(self, zone: dns.name.Name) -> Outcome:
+        """Would `zone` validate if its negative trust anchor were gone? (RFC 7646 4)
+
+        Asks for the zone's SOA through a probe resolver that shares this one's
+        delegations and server RTTs but none of its trust conclusions or NTAs.
+        """
+        probe = Resolver(self.config, self.clock, self.transport,
+                         trust=self.trust.without_negative(), rng=self.iterator.rng)
+        probe.delegations = self.delegations
+        probe.infra = self.infra
+        probe.iterator.delegations = self.delegations
+        probe.iterator.infra = self.infra
+        return await probe.resolve_uncached(Question(zone, dns.rdatatype.SOA))
 
     # -- operator actions --------------------------------------------------------------------------
     def forget_below(self, zone: dns.name.Name) -> None:

@@ -99,6 +99,14 @@ class TrustMap:
             self.generation += 1
         return gone
 
+    def without_negative(self) -> TrustMap:
+        """The same positive anchors and static insecure zones, no NTAs: what an NTA
+        recheck validates against (RFC 7646 section 4)."""
+        copy = TrustMap()
+        copy._anchors = dict(self._anchors)
+        copy._insecure = set(self._insecure)
+        return copy
+
     # -- lookup ----------------------------------------------------------------------------
     def closest(self, name: dns.name.Name, now: float | None = None) -> TrustPoint | None:
         """The entry at or above `name` that decides its trust, or None (no anchor above)."""

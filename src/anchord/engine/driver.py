@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
+from dataclasses import replace
+
+import dns.name
 
 from anchord.control.config import Config
 from anchord.core.cache import EntryState
-from anchord.core.outcome import Outcome, Question
+from anchord.core.outcome import Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
 from anchord.core.resolution import Resolver
-from anchord.core.trustmap import TrustMap
+from anchord.core.trustmap import NegativeAnchor, TrustMap
 from anchord.engine.clock import SystemClock
 
 log = logging.getLogger("anchord.driver")
@@ -31,6 +35,10 @@ class Driver:
         self.clock = clock
         self._inflight: dict[Question, asyncio.Task[Outcome]] = {}
         self._background: set[asyncio.Task[object]] = set()
+        # Called after every change of the negative trust anchors (the store persists
+        # them); set by whoever owns the state file or the fleet store.
+        self.on_trust_change: Callable[[list[NegativeAnchor]], None] | None = None
+        self._rechecking: set[dns.name.Name] = set()
 
     @property
     def config(self) -> Config:
@@ -39,6 +47,12 @@ class Driver:
     @property
     def trust(self) -> TrustMap:
         return self.core.trust
+
+    def _forget_inflight(self, question: Question) -> Callable[[object], None]:
+        def done(_task: object) -> None:
+            self._inflight.pop(question, None)
+
+        return done
 
     def _real(self, seconds: float) -> float:
         real = getattr(self.clock, "real_seconds", None)
@@ -55,7 +69,7 @@ class Driver:
         if task is None:
             task = asyncio.ensure_future(core.resolve(question, cd))
             self._inflight[question] = task
-            task.add_done_callback(lambda _t, q=question: self._inflight.pop(q, None))
+            task.add_done_callback(self._forget_inflight(question))
         stale_cfg = self.config.serve_stale
         if entry is not None and entry.state(now) is EntryState.STALE and stale_cfg.enabled \
                 and stale_cfg.client_timeout > 0:
@@ -67,8 +81,89 @@ class Driver:
                 return stale_outcome(entry, stale_cfg.stale_ttl)
         return await asyncio.shield(task)
 
+    # -- negative trust anchors (RFC 7646) ----------------------------------------------
+    def add_nta(self, zone: dns.name.Name, lifetime: float | None = None, reason: str = "",
+                recheck: bool = True) -> NegativeAnchor:
+        cfg = self.config.nta
+        life = cfg.default_lifetime if lifetime is None else lifetime
+        if not 0 < life <= cfg.max_lifetime:
+            raise ValueError(f"NTA lifetime must be between 1 s and {cfg.max_lifetime} s")
+        now = self.clock.now()
+        nta = NegativeAnchor(zone, reason, now, now + life, recheck)
+        self.trust.add_nta(nta)
+        # Cached bogus answers and failures below the zone must not outlive the decision.
+        self.core.forget_below(zone)
+        log.info("NTA added for %s until %.0f (%s)", zone, nta.expires_at, reason or "no reason")
+        self._trust_changed()
+        return nta
+
+    def remove_nta(self, zone: dns.name.Name, why: str = "operator") -> NegativeAnchor | None:
+        removed = self.trust.remove_nta(zone)
+        if removed is not None:
+            # Answers cached as insecure under the NTA must not be served after it ends.
+            self.core.forget_below(zone)
+            log.info("NTA for %s removed (%s)", zone, why)
+            self._trust_changed()
+        return removed
+
+    def restore_ntas(self, ntas: list[NegativeAnchor]) -> None:
+        """Put back NTAs read from the state file at start-up (expired ones are dropped)."""
+        now = self.clock.now()
+        for nta in ntas:
+            if nta.expires_at > now:
+                self.trust.add_nta(nta)
+        self._trust_changed()
+
+    def _trust_changed(self) -> None:
+        if self.on_trust_change is not None:
+            self.on_trust_change(self.trust.ntas())
+
+    async def maintain_ntas(self) -> list[tuple[NegativeAnchor, str]]:
+        """Expire NTAs whose end has come and recheck the due ones; returns what ended."""
+        now = self.clock.now()
+        ended: list[tuple[NegativeAnchor, str]] = []
+        for nta in self.trust.expire_ntas(now):
+            self.core.forget_below(nta.zone)
+            log.info("NTA for %s expired", nta.zone)
+            ended.append((nta, "expiry"))
+        interval = self.config.nta.recheck_interval
+        for nta in self.trust.ntas():
+            if not nta.recheck or nta.zone in self._rechecking:
+                continue
+            last = nta.last_recheck_at if nta.last_recheck_at is not None else nta.added_at
+            if now - last < interval:
+                continue
+            self._rechecking.add(nta.zone)
+            try:
+                probe = await self.core.recheck(nta.zone)
+            finally:
+                self._rechecking.discard(nta.zone)
+            result = probe.security.value
+            if probe.edes:
+                result += f": {probe.edes[0]}"
+            self.trust.update_nta(replace(nta, last_recheck_at=self.clock.now(),
+                                          last_recheck_result=result))
+            if probe.security is Security.SECURE:
+                self.remove_nta(nta.zone, why="recheck: the zone validates again")
+                ended.append((nta, "recheck"))
+        if ended:
+            self._trust_changed()
+        return ended
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._real(1.0))
+            try:
+                await self.maintain_ntas()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a recheck bug must not stop expiry for good: log, go on
+                log.exception("NTA maintenance failed")
+
     def start_background(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Hook for periodic jobs (NTA expiry and recheck); none needed yet."""
+        task: asyncio.Task[object] = loop.create_task(self._maintenance_loop())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         for task in list(self._inflight.values()) + list(self._background):
