@@ -206,8 +206,8 @@ def _parse_config(header: list[tuple[int, str]], dialect: Dialect) -> list[Confi
         if not line or ":" not in line:
             continue
         if dialect is Dialect.DECKARD:
-            key, _, value = line.partition(":")
-            items.append(ConfigItem("", key.strip().lower(), _unquote(value), lineno, 0))
+            flat, _, value = line.partition(":")
+            items.append(ConfigItem("", flat.strip().lower(), _unquote(value), lineno, 0))
             continue
         key: str | None = None
         values: list[str] = []
@@ -277,10 +277,12 @@ def _rdata(rdclass: int, rdtype: int, tok: dns.tokenizer.Tokenizer,
         return dns.rdata.GenericRdata(rdclass, rdtype,  # type: ignore[arg-type]
                                       bytes.fromhex("".join(digits)))
     if rdclass != dns.rdataclass.IN:
-        typed = dns.rdata.from_text(dns.rdataclass.IN, rdtype, tok, origin, relativize=False)
+        typed = dns.rdata.from_text(dns.rdataclass.IN, rdtype,  # type: ignore[arg-type]
+                                    tok, origin, relativize=False)
         return dns.rdata.GenericRdata(rdclass, rdtype,  # type: ignore[arg-type]
-                                      typed.to_wire())
-    return dns.rdata.from_text(rdclass, rdtype, tok, origin, relativize=False)
+                                      typed.to_wire() or b"")
+    return dns.rdata.from_text(rdclass, rdtype, tok, origin,  # type: ignore[arg-type]
+                               relativize=False)
 
 
 def _hex(lines: list[str]) -> bytes:
@@ -349,7 +351,7 @@ def _parse_entry(lines: _Lines, start: int, zone: _ZoneState) -> Entry:
                         unknown.append(f"REPLY {w}")
         elif upper == "SECTION":
             parts = line.split()
-            current = parts[1].upper() if len(parts) > 1 else None
+            current = parts[1].upper() if len(parts) > 1 else ""
             if current not in SECTION_NAMES:
                 unknown.append(f"SECTION {current}")
                 current = None
@@ -451,8 +453,8 @@ def parse_text(text: str, path: str = "<text>", dialect: Dialect | None = None) 
             if current_range is not None:
                 ranges.append(Range(
                     int(current_range["start"]), int(current_range["end"]),  # type: ignore[call-overload]
-                    tuple(current_range["addresses"]),  # type: ignore[call-overload]
-                    tuple(current_range["entries"]),  # type: ignore[call-overload]
+                    tuple(current_range["addresses"]),  # type: ignore[arg-type]
+                    tuple(current_range["entries"]),  # type: ignore[arg-type]
                     int(current_range["line"])))  # type: ignore[call-overload]
             current_range = None
         elif kw == "ADDRESS" and current_range is not None:

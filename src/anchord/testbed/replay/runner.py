@@ -136,7 +136,7 @@ class ScenarioRun:
         self.sent_mark = len(self.transport.sent)
         pending = _Pending(step.number, query,
                            asyncio.ensure_future(self._answer(parsed)))
-        pending.task.add_done_callback(lambda _t, p=pending: self.finished.append(p))
+        pending.task.add_done_callback(lambda _t: self.finished.append(pending))
         self.queries.append(pending)
 
     async def _answer(self, parsed: object) -> bytes | None:
@@ -231,14 +231,14 @@ def _show(keys: set[tuple[object, ...]]) -> str:
     return ", ".join(items[:3]) + (" ..." if len(items) > 3 else "")
 
 
-def _glue_only(keys: set[tuple[object, ...]], types: set[int],
+def _glue_only(keys: set[tuple[object, ...]], types: set[dns.rdatatype.RdataType],
                msg: dns.message.Message) -> bool:
     """Are these records only of `types` (or RRSIGs over them)?"""
-    covered: set[int] = set()
+    covered: set[dns.rdatatype.RdataType] = set()
     for section in (msg.authority, msg.additional):
         for rrset in section:
             if rrset.rdtype == dns.rdatatype.RRSIG:
-                covered.add(int(rrset.covers))
+                covered.add(rrset.covers)
     return all(k[2] in types or (k[2] == dns.rdatatype.RRSIG and covered <= types)
                for k in keys)
 

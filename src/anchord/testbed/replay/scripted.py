@@ -84,7 +84,7 @@ def _parse_options(data: bytes) -> list[dns.edns.Option]:
         code = int.from_bytes(data[pos:pos + 2], "big")
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
         body = data[pos + 4:pos + 4 + length]
-        options.append(dns.edns.GenericOption(code, body))
+        options.append(dns.edns.GenericOption(code, body))  # type: ignore[arg-type]
         pos += 4 + length
     return options
 
