@@ -20,6 +20,7 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
+import dns.exception
 import dns.name
 import dns.rdataclass
 import dns.rdataset
@@ -121,7 +122,7 @@ def _handle_line(
         request = json.loads(line)
         zone = dns.name.from_text(str(request["zone"]))
         kind = FaultKind(str(request.get("kind", "")))
-    except (ValueError, KeyError, TypeError, dns.name.NameError) as e:
+    except (ValueError, KeyError, TypeError, dns.exception.DNSException) as e:
         return {"ok": False, "error": f"bad request: {e}"}
     if not known_zone(zone):
         return {"ok": False, "error": f"{zone} is not a zone of this testbed"}

@@ -268,8 +268,9 @@ def build_child(spec: TestbedSpec, index: int, now: float) -> tuple[ZoneData, De
     origin = child_name(index)
     rs = RecordSet(origin, spec)
     addr = spec.addresses.children[index % len(spec.addresses.children)]
+    glue: tuple[tuple[str, str], ...] = ()
     if spec.is_out_of_bailiwick(index):
-        ns, glue = ("ns1.hoster.com.",), ()
+        ns = ("ns1.hoster.com.",)
     else:
         ns_name = f"ns1.{origin.to_text()}"
         ns, glue = (ns_name,), ((ns_name, addr),)
@@ -386,8 +387,8 @@ def build_root(spec: TestbedSpec, tlds: list[ZoneData], now: float) -> tuple[Zon
             glue = tld.records.get((r.target, int(dns.rdatatype.A), 0))
             if glue is not None:
                 rs.add(r.target, 172800, "A", *[g.to_text() for g in glue])
-        key = derive_key(spec, tld.origin, "csk", tld.algorithm)
-        rs.add(tld.origin, 86400, "DS", *_ds_texts(spec, key, tld.origin))
+        tld_key = derive_key(spec, tld.origin, "csk", tld.algorithm)
+        rs.add(tld.origin, 86400, "DS", *_ds_texts(spec, tld_key, tld.origin))
     records, key = _sign(rs, spec, now, Denial("nsec"))
     assert key is not None
     anchor = f". IN DS {_ds_texts(spec, key, ROOT)[0]}"
