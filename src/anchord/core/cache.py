@@ -91,6 +91,10 @@ class AnswerEntry:
     # Data fetched with CD and never validated, or data that failed validation, may not
     # be served stale (RFC 8767 section 5 spirit; issue: never a stale candidate).
     stale_ok: bool
+    # RFC 8767 failure recheck: after a failed refresh, no new upstream try before
+    # this time; the stale copy is answered meanwhile, with the failure's reasons.
+    refresh_after: float = 0.0
+    refresh_failure: tuple[Ede, ...] = ()
 
     @property
     def expires_at(self) -> float:

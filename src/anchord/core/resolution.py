@@ -148,6 +148,9 @@ class Resolver:
         if entry is not None and state is EntryState.FRESH:
             return aged_outcome(entry, now)
         stale = entry if state is EntryState.STALE and self.config.serve_stale.enabled else None
+        if stale is not None and now < stale.refresh_after:
+            return stale_outcome(stale, self.config.serve_stale.stale_ttl,
+                                 *stale.refresh_failure)
         failed = self.failures.get(question, now) if self.config.failure_cache.enabled else None
         if failed is not None:
             cached_ede = Ede(EdeCode.CACHED_ERROR,
@@ -167,6 +170,11 @@ class Resolver:
         now = self.clock.now()
         if outcome.is_failure:
             if stale is not None:
+                # A bogus or failed refresh never replaces validated data; the stale copy
+                # is answered, and upstream is left alone for the recheck window.
+                self.answers.put(question, replace(
+                    stale, refresh_after=now + self.config.serve_stale.failure_recheck,
+                    refresh_failure=outcome.edes))
                 return stale_outcome(stale, self.config.serve_stale.stale_ttl, *outcome.edes)
             if self.config.failure_cache.enabled:
                 self.failures.record(question, outcome, now)
