@@ -89,7 +89,7 @@ _PRIORITY: dict[int, int] = {
     EdeCode.INVALID_QUERY_TYPE: 60,
     EdeCode.STALE_ANSWER: 50,
     EdeCode.STALE_NXDOMAIN_ANSWER: 50,
-    EdeCode.CACHED_ERROR: 45,
+    EdeCode.CACHED_ERROR: 5,  # "from cache" qualifies the original reason: it follows it
     EdeCode.NO_REACHABLE_AUTHORITY: 30,
     EdeCode.NETWORK_ERROR: 30,
     EdeCode.INVALID_DATA: 25,

@@ -1,0 +1,190 @@
+"""Staying up when the chain of trust breaks (RFC 8767, 7646, 9520), in-process.
+
+The resolver runs against the signed testbed with a fake clock; faults are applied to
+the testbed's answering state the way `anchord testbed fault` does on a live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from anchord.core.outcome import EdeCode, Freshness, Outcome, Question, Security
+from anchord.testbed.faults import FaultKind
+from anchord.testbed.zones import Hierarchy, TestbedSpec, build_hierarchy
+
+from .conftest import SIGNED_AT, World, config_for
+
+TTL = 60
+
+
+@pytest.fixture(scope="module")
+def short_ttl_hierarchy() -> Hierarchy:
+    return build_hierarchy(TestbedSpec(children=6, max_ttl=TTL), SIGNED_AT)
+
+
+@pytest.fixture
+def w(short_ttl_hierarchy: Hierarchy) -> World:
+    return World(short_ttl_hierarchy)
+
+
+def ask(world: World, name: str, qtype: str = "A") -> Outcome:
+    q = Question(dns.name.from_text(name), dns.rdatatype.from_text(qtype))
+    return asyncio.run(world.resolver.resolve(q))
+
+
+def fault(world: World, zone: str, kind: FaultKind) -> None:
+    world.faults.apply(dns.name.from_text(zone), kind)
+
+
+def codes(o: Outcome) -> list[int]:
+    return [int(e.code) for e in o.edes]
+
+
+def addresses(o: Outcome) -> set[str]:
+    return {rd.address for r in o.answer if r.rdtype == dns.rdatatype.A for rd in r}
+
+
+def test_rfc8767_stale_survives_bogus_then_timeout_and_recovers(w: World) -> None:
+    fresh = ask(w, "www.c0.de.")
+    assert fresh.security is Security.SECURE
+    w.clock.advance(TTL + 1)
+    fault(w, "c0.de.", FaultKind.ROLLOVER)
+    upstream_before = len(w.transport.sent)
+    seen_refresh_windows: dict[int, int] = {}
+    for step in range(int(90 / 0.2)):  # a client polling every 200 ms for 90 s
+        if step == 200:
+            fault(w, "c0.de.", FaultKind.UNREACHABLE)
+        o = ask(w, "www.c0.de.")
+        assert o.rcode == dns.rcode.NOERROR, (step, o.edes)
+        assert o.freshness is Freshness.STALE
+        assert addresses(o) == addresses(fresh)  # the old data, never the bogus one
+        assert codes(o)[0] == EdeCode.STALE_ANSWER
+        assert all(r.ttl == 30 for r in o.answer)
+        window = int((w.clock.now() - SIGNED_AT) // 30)
+        seen_refresh_windows[window] = len(w.transport.sent)
+        w.clock.advance(0.2)
+    # Upstream was asked at most about once per 30 s recheck window.
+    resolutions = len(w.transport.sent) - upstream_before
+    assert resolutions <= 4 * 8, resolutions  # <= 4 windows x a handful of queries each
+    fault(w, "c0.de.", FaultKind.REPAIR)
+    w.clock.advance(31)
+    back = ask(w, "www.c0.de.")
+    assert back.freshness is Freshness.FRESH and back.security is Security.SECURE
+
+
+def test_rfc8767_stale_answer_carries_the_refresh_reason(w: World) -> None:
+    ask(w, "www.c1.de.")
+    w.clock.advance(TTL + 1)
+    fault(w, "c1.de.", FaultKind.ROLLOVER)
+    o = ask(w, "www.c1.de.")
+    assert codes(o)[:2] == [EdeCode.STALE_ANSWER, EdeCode.DNSSEC_BOGUS]
+    assert "c1.de" in o.edes[1].text
+
+
+def test_rfc9520_upstream_servfail_is_cached_with_ede13_even_with_min_ttl(
+        short_ttl_hierarchy: Hierarchy) -> None:
+    cfg = config_for(short_ttl_hierarchy)
+    cfg.cache.min_ttl = 3600
+    w = World(short_ttl_hierarchy, cfg)
+    fault(w, "c2.de.", FaultKind.SERVFAIL)
+    first = ask(w, "www.c2.de.")
+    assert first.rcode == dns.rcode.SERVFAIL
+    assert codes(first)[0] == EdeCode.NO_REACHABLE_AUTHORITY
+    sent = len(w.transport.sent)
+    again = ask(w, "www.c2.de.")
+    assert len(w.transport.sent) == sent
+    assert EdeCode.CACHED_ERROR in codes(again) and codes(again)[0] == codes(first)[0]
+    # 10 queries a second for 60 s: upstream work bounded by the failure cache.
+    for _ in range(600):
+        ask(w, "www.c2.de.")
+        w.clock.advance(0.1)
+    resolutions = (len(w.transport.sent) - sent)
+    assert resolutions < 60, resolutions
+    # The failure is never cached beyond 5 min, whatever min_ttl says; the next real
+    # answer replaces it.
+    fault(w, "c2.de.", FaultKind.REPAIR)
+    w.clock.advance(301)
+    o = ask(w, "www.c2.de.")
+    assert o.rcode == dns.rcode.NOERROR and o.security is Security.SECURE
+
+
+def test_rfc9520_failure_cache_never_beats_stale_data(w: World) -> None:
+    ask(w, "www.c3.de.")
+    w.clock.advance(TTL + 1)
+    fault(w, "c3.de.", FaultKind.SERVFAIL)
+    for _ in range(5):
+        o = ask(w, "www.c3.de.")
+        assert o.rcode == dns.rcode.NOERROR and o.freshness is Freshness.STALE
+        w.clock.advance(2)
+
+
+def test_rfc7646_nta_child_anchor_and_expiry(short_ttl_hierarchy: Hierarchy) -> None:
+    h = short_ttl_hierarchy
+    cfg = config_for(h)
+    # A correctly signed child (c1.de) and a broken one (bogus.de) with their own anchors.
+    for child in ("c1.de.", "bogus.de."):
+        de = h.zone(dns.name.from_text("de."))
+        assert de is not None
+        ds = de.records[(dns.name.from_text(child), dns.rdatatype.DS, 0)]
+        for rd in ds:
+            cfg.dnssec.trust_anchors.append(f"{child} IN DS {rd.to_text()}")
+    w = World(h, cfg)
+    fault(w, "de.", FaultKind.ROLLOVER)
+    w.resolver.add_nta(dns.name.from_text("de."), lifetime=600, reason="test")
+    sibling = ask(w, "www.unsigned.de.")
+    assert sibling.rcode == dns.rcode.NOERROR and sibling.security is Security.INSECURE
+    assert EdeCode.NEGATIVE_TRUST_ANCHOR in codes(sibling)
+    child = ask(w, "www.c1.de.")
+    assert child.security is Security.SECURE, child.edes
+    bad = ask(w, "www.bogus.de.")
+    assert bad.security is Security.BOGUS and codes(bad)[0] == EdeCode.DNSSEC_BOGUS
+    assert "bogus.de" in bad.edes[0].text
+    ds = ask(w, "c1.de.", "DS")
+    assert ds.security is not Security.SECURE
+    w.clock.advance(601)
+    asyncio.run(w.resolver.maintain_ntas())
+    after = ask(w, "www.unsigned.de.")
+    assert after.rcode == dns.rcode.SERVFAIL or after.security is Security.BOGUS
+    assert codes(after)[0] == EdeCode.DNSSEC_BOGUS
+    assert "de" in after.edes[0].text and "key tag" in after.edes[0].text
+
+
+def test_de_event_in_small_nta_restores_and_recheck_removes_it(w: World) -> None:
+    for i in range(3):
+        ask(w, f"www.c{i}.de.")
+    fault(w, "de.", FaultKind.ROLLOVER)
+    w.clock.advance(TTL + 1)
+    # Cached names stay answered stale.
+    for i in range(3):
+        o = ask(w, f"www.c{i}.de.")
+        assert o.rcode == dns.rcode.NOERROR and codes(o)[0] == EdeCode.STALE_ANSWER
+    # An uncached insecure child: SERVFAIL with EDE 6 naming de, NSEC3 and the key tag.
+    o = ask(w, "www.unsigned.de.")
+    assert o.security is Security.BOGUS
+    assert codes(o)[0] == EdeCode.DNSSEC_BOGUS and EdeCode.NO_REACHABLE_AUTHORITY not in codes(o)
+    assert "NSEC3" in o.edes[0].text and "key tag" in o.edes[0].text
+    assert o.edes[0].text.split(" by ")[1].startswith("de ")
+    # The NTA restores every name, without AD.
+    w.resolver.add_nta(dns.name.from_text("de."), lifetime=3600, reason="de rollover")
+    for name in ("www.unsigned.de.", "www.c4.de.", "www.c0.de."):
+        o = ask(w, name)
+        assert o.rcode == dns.rcode.NOERROR and o.security is Security.INSECURE, (name, o.edes)
+        assert EdeCode.NEGATIVE_TRUST_ANCHOR in codes(o)
+    # Repair; the recheck finds de validating and removes the NTA.
+    fault(w, "de.", FaultKind.REPAIR)
+    w.clock.advance(301)
+    ended = asyncio.run(w.resolver.maintain_ntas())
+    assert [why for _, why in ended] == ["recheck"]
+    o = ask(w, "www.c4.de.")
+    assert o.security is Security.SECURE, o.edes
+
+
+def test_rrset_ttls_at_most_the_testbed_cap(w: World) -> None:
+    o = ask(w, "www.c5.de.")
+    assert all(isinstance(r, dns.rrset.RRset) and r.ttl <= TTL for r in o.answer)
