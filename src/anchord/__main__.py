@@ -1,0 +1,3 @@
+from anchord.cli import main
+
+main()
