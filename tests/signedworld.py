@@ -501,8 +501,9 @@ class WorldTransport:
         q = query.question[0]
         self.world.sent.append((server.host, f"{q.name}/{dns.rdatatype.to_text(q.rdtype)}"))
         response = self.world.respond(query, server.host)
-        return UpstreamResult(server, dns.message.from_wire(response.to_wire()), rtt=0.001,
-                              tcp=tcp)
+        # No shuffling: a test that puts a bad RRSIG first must see it first.
+        wire = response.to_wire(want_shuffle=False)
+        return UpstreamResult(server, dns.message.from_wire(wire), rtt=0.001, tcp=tcp)
 
 
 def ask(driver: Driver, qname: str, qtype: str = "A", cd: bool = False) -> Outcome:

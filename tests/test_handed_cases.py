@@ -245,21 +245,28 @@ def test_rfc4035_cname_from_unsigned_zone_into_wildcard_without_proof_is_bogus()
 
 # -- authenticated denial (RFC 4035 3.1.3.2, 5.4) -----------------------------------------------
 
-def test_rfc4035_nxdomain_with_nsec_proof_is_secure() -> None:
+DENIALS = [("nope.example.test.", "A", dns.rcode.NXDOMAIN),  # NXDOMAIN
+           ("www.example.test.", "TXT", dns.rcode.NOERROR)]  # and NODATA, the same rule
+
+
+@pytest.mark.parametrize(("qname", "qtype", "rcode"), DENIALS)
+def test_rfc4035_nxdomain_with_nsec_proof_is_secure(qname: str, qtype: str, rcode: int) -> None:
     world = standard_world()
     driver, _ = world.resolver()
-    for attempt in ("fresh", "cached"):
-        o = ask(driver, "nope.example.test.")
-        assert_secure(o, dns.rcode.NXDOMAIN)
+    for _attempt in ("fresh", "cached"):
+        o = ask(driver, qname, qtype)
+        assert_secure(o, rcode)
         assert not o.answer
 
 
-def test_rfc4035_nxdomain_without_nsec_is_bogus_naming_the_zone() -> None:
+@pytest.mark.parametrize(("qname", "qtype", "rcode"), DENIALS)
+def test_rfc4035_nxdomain_without_nsec_is_bogus_naming_the_zone(qname: str, qtype: str,
+                                                                rcode: int) -> None:
     world = standard_world()
     world.mutate("example.test.", "strip-denial")
     driver, _ = world.resolver()
     for attempt in ("fresh", "cached"):
-        o = ask(driver, "nope.example.test.")
+        o = ask(driver, qname, qtype)
         assert_bogus(o)
         assert o.edes[0].code in (EdeCode.NSEC_MISSING, EdeCode.DNSSEC_BOGUS), attempt
         assert "example.test" in o.edes[0].text, (attempt, o.edes[0].text)
