@@ -1,0 +1,122 @@
+"""The file trust store: round trip, atomic replacement, a corrupt file set aside."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import dns.name
+import pytest
+
+from anchord.control import ntastore
+from anchord.control.ntastore import (
+    FileTrustStore,
+    TrustStore,
+    format_duration,
+    parse_lifetime,
+)
+from anchord.core.trustmap import NegativeAnchor
+
+T0 = 1_777_000_000.0
+
+
+def _nta(zone: str, life: float = 3600, **kw: object) -> NegativeAnchor:
+    return NegativeAnchor(dns.name.from_text(zone), "registry rollover", T0, T0 + life,
+                          **kw)  # type: ignore[arg-type]
+
+
+def test_file_store_is_a_trust_store(tmp_path: Path) -> None:
+    store: TrustStore = FileTrustStore(tmp_path / "nta.json")
+    assert store.load() == []  # no file yet: first start
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    store = FileTrustStore(tmp_path / "nta.json")
+    ntas = [_nta("de."), _nta("bogus.example.", 60, recheck=False, last_recheck_at=T0 + 5,
+                              last_recheck_result="bogus: EDE 6")]
+    store.save(ntas)
+    assert store.load() == ntas
+    assert json.loads((tmp_path / "nta.json").read_text())["version"] == 1
+
+
+def test_crash_between_write_and_rename_leaves_old_state(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "nta.json"
+    store = FileTrustStore(path)
+    store.save([_nta("de.")])
+    before = path.read_bytes()
+
+    def crash(src: object, dst: object) -> None:  # the process dies before the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ntastore.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.save([_nta("com.")])
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert FileTrustStore(path).load() == [_nta("de.")]
+    assert [p.name for p in tmp_path.iterdir()] == ["nta.json"]  # no temp file left
+
+
+def test_temp_file_left_by_kill_does_not_disturb_load(tmp_path: Path) -> None:
+    # kill -9 after the temp file was written but before the rename: a stray .tmp stays.
+    path = tmp_path / "nta.json"
+    FileTrustStore(path).save([_nta("de.")])
+    (tmp_path / ".nta.json.abc.tmp").write_text('{"version": 1, "ntas": [')
+    assert FileTrustStore(path).load() == [_nta("de.")]
+
+
+def test_write_is_replace_not_truncate(tmp_path: Path) -> None:
+    # A reader holding the old file keeps reading the old bytes: the inode is replaced.
+    path = tmp_path / "nta.json"
+    store = FileTrustStore(path)
+    store.save([_nta("de.")])
+    with open(path, "rb") as old:
+        store.save([_nta("com.")])
+        assert b"de." in old.read()
+    assert store.load() == [_nta("com.")]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"version": 1, "ntas": [{}]}',
+                                     b'{"version": 9, "ntas": []}', b"\xff\xfe"])
+def test_corrupt_file_is_set_aside_with_one_line(tmp_path: Path, content: bytes,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "nta.json"
+    path.write_bytes(content)
+    store = FileTrustStore(path)
+    with caplog.at_level(logging.ERROR, logger="anchord.control"):
+        assert store.load() == []
+    aside = tmp_path / "nta.json.corrupt"
+    assert aside.read_bytes() == content and not path.exists()
+    assert str(path) in store.problem and str(aside) in store.problem
+    assert "\n" not in store.problem
+    assert any(str(path) in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    path.write_text("{}")
+    path.chmod(0)
+    store = FileTrustStore(path)
+    assert store.load() == [] and "cannot be read" in store.problem
+
+
+@pytest.mark.parametrize("text,seconds", [("3600", 3600), (3600, 3600), ("1h", 3600),
+                                          ("90m", 5400), ("1h30m", 5400), ("2d", 172800),
+                                          ("1w", 604800), (" 45S ", 45)])
+def test_lifetime_forms(text: object, seconds: int) -> None:
+    assert parse_lifetime(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1x", "h", "-5", "0", 0, True, None, "1.5h", "1 h"])
+def test_bad_lifetimes_are_refused(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_lifetime(text)
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (0, 59, 3600, 5400, 604800, 90061)] == \
+        ["0s", "59s", "1h", "1h30m", "7d", "1d1h1m1s"]
