@@ -14,6 +14,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
@@ -21,6 +22,7 @@ from anchord.core.limits import WorkBudget
 from anchord.core.outcome import EdeCode, Security, Verdict
 from anchord.core.validator import (
     ValidatorPolicy,
+    dsa_verify,
     serial_time,
     verify_dnskeys,
     verify_rrset,
@@ -415,3 +417,51 @@ def test_validation_primitives_import_no_io_or_clock(module: str) -> None:
             assert not {a.name.split(".")[0] for a in node.names} & banned
         elif isinstance(node, ast.ImportFrom):
             assert (node.module or "").split(".")[0] not in banned
+
+
+# --- DSA (permissive policy, old scenario zones) ---------------------------------------
+
+# From Unbound's testdata/val_wild_pos.rpl (BSD-3-Clause, NLnet Labs): a DSA key with
+# T = 0 (512-bit prime, which `cryptography` refuses) and a DER-encoded signature.
+_DSA_ZONE = dns.name.from_text("example.com.")
+_DSA_KEYS = dns.rrset.from_text(
+    _DSA_ZONE, 3600, "IN", "DNSKEY",
+    "256 3 3 ALXLUsWqUrY3JYER3T4TBJIIs70j+sDS /UT2QRp61SE7S3EEXopNXoFE73JLRmvp"
+    " i/UrOO/Vz4Se6wXv/CYCKjGw06U4WRgR YXcpEhJROyNapmdIKSxhOzfLVE1gqA0P"
+    " weZR8dtY3aNQSRn3sPpwJr6Mi/PqQKAM MrZ9ckJpf1+bQMOOvxgzz2U1GS18b3yZ"
+    " KcgTMEaJzd/GZYzi/BN2DzQ0MsrSwYXf sNLFOBbs8PJMW4LYIxeeOe6rUgkWOF7C"
+    " C9Dh/dduQ1QrsJhmZAEFfd6ByYV+",
+)
+_DSA_SIG = dns.rrset.from_text(
+    _DSA_ZONE, 3600, "IN", "RRSIG",
+    "DNSKEY 3 2 3600 20070926134802 20070829134802 2854 example.com."
+    " MCwCFG1yhRNtTEa3Eno2zhVVuy2EJX3w AhQeLyUp6+UXcpC5qGNu9tkrTEgPUg==",
+)
+_DSA_NOW = 1_189_950_146  # 2007-09-16 13:42:26, the scenario's val-override-date
+
+
+def _dsa_check(sigs: dns.rrset.RRset, policy: ValidatorPolicy) -> Verdict:
+    return verify_rrset(_DSA_KEYS, sigs, _DSA_KEYS, _DSA_ZONE, _DSA_NOW, policy, WorkBudget())
+
+
+def test_dsa_512_bit_key_with_der_signature_verifies_under_permissive_policy() -> None:
+    assert _dsa_check(_DSA_SIG, ValidatorPolicy.permissive()).security is Security.SECURE
+
+
+def test_dsa_is_not_validated_by_the_default_policy() -> None:
+    assert _dsa_check(_DSA_SIG, POLICY).security is Security.INSECURE
+
+
+def test_dsa_tampered_signature_or_data_is_bogus() -> None:
+    sig = cast(RRSIG, _DSA_SIG[0])
+    raw = bytearray(sig.signature)
+    raw[10] ^= 0x01
+    bad = dns.rrset.from_rdata(_DSA_ZONE, 3600, sig.replace(signature=bytes(raw)))
+    assert code(_dsa_check(bad, ValidatorPolicy.permissive())) is EdeCode.DNSSEC_BOGUS
+    r, s = decode_dss_signature(bytes(sig.signature))
+    plain = bytes([0]) + r.to_bytes(20, "big") + s.to_bytes(20, "big")
+    assert dsa_verify(_DSA_KEYS, cast(RRSIG, sig.replace(signature=plain)),
+                      cast(DNSKEY, _DSA_KEYS[0]))
+    other = dns.rrset.from_text(_DSA_ZONE, 3600, "IN", "A", "192.0.2.1")
+    assert not dsa_verify(other, cast(RRSIG, sig.replace(type_covered=dns.rdatatype.A)),
+                          cast(DNSKEY, _DSA_KEYS[0]))

@@ -11,6 +11,7 @@ word the failure.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
@@ -22,6 +23,7 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rrset
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from dns.dnssectypes import Algorithm, DSDigest
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
@@ -91,6 +93,55 @@ class ValidatorPolicy:
 # ValidatorPolicy before calling it, so dnspython must not second-guess that choice
 # (its default would refuse DSA even when the permissive policy allows it).
 _DNSPYTHON_POLICY = dns.dnssec.allow_all_policy
+
+
+_DSA_ALGORITHMS = frozenset({Algorithm.DSA, Algorithm.DSANSEC3SHA1})
+
+
+def _dsa_signature(signature: bytes) -> tuple[int, int] | None:
+    """(r, s) of a DSA signature: RFC 2536 form (T, R, S) or DER (as Unbound accepts)."""
+    if len(signature) == 41:
+        return int.from_bytes(signature[1:21], "big"), int.from_bytes(signature[21:], "big")
+    try:
+        r, s = decode_dss_signature(signature)
+    except ValueError:
+        return None
+    return r, s
+
+
+def dsa_verify(rrset: dns.rrset.RRset, rrsig: RRSIG, key: DNSKEY) -> bool:
+    """RFC 2536 DSA verification done with integer arithmetic (FIPS 186 4.7).
+
+    dnspython hands DSA to `cryptography`, which refuses every prime that is not
+    1024/2048/3072/4096 bits; RFC 2536 keys have T = 0..8, a prime of 512 + 64*T bits
+    (the 2007 scenario zones use T = 0). This path does the same public-key check for
+    any T, and also accepts a DER-encoded (r, s), the form Unbound's OpenSSL code
+    passes through. It is reached only when the policy validates DSA (the permissive
+    policy for old scenarios) and dnspython could not verify.
+    """
+    data = bytes(key.key)
+    if not data or data[0] > 8:
+        return False
+    size = 64 + data[0] * 8
+    if len(data) != 1 + 20 + 3 * size:
+        return False
+    q = int.from_bytes(data[1:21], "big")
+    p = int.from_bytes(data[21 : 21 + size], "big")
+    g = int.from_bytes(data[21 + size : 21 + 2 * size], "big")
+    y = int.from_bytes(data[21 + 2 * size :], "big")
+    if q.bit_length() != 160 or not (1 < g < p and 1 < y < p) or (p - 1) % q:
+        return False
+    parsed = _dsa_signature(bytes(rrsig.signature))
+    if parsed is None:
+        return False
+    r, s = parsed
+    if not (0 < r < q and 0 < s < q):
+        return False
+    signed = dns.dnssec._make_rrsig_signature_data(rrset, rrsig)  # noqa: SLF001
+    digest = int.from_bytes(hashlib.sha1(signed).digest(), "big")
+    w = pow(s, -1, q)
+    v = (pow(g, digest * w % q, p) * pow(y, r * w % q, p)) % p % q
+    return v == r
 
 
 def _name(name: dns.name.Name) -> str:
@@ -249,7 +300,8 @@ def _check_one(
             )
         except (dns.exception.ValidationFailure, dns.exception.UnsupportedAlgorithm,
                 dns.exception.DeniedByPolicy):
-            continue
+            if not (rrsig.algorithm in _DSA_ALGORITHMS and dsa_verify(rrset, rrsig, key)):
+                continue
         remaining = max(0, expiration - int(now))
         return min(remaining, rrsig.original_ttl)
     if len(candidates) > len(tried):
