@@ -118,7 +118,14 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver]) -> None:
               help="TOML configuration file (defaults apply without one).")
 @click.option("--listen", "listen", multiple=True, metavar="ADDR:PORT",
               help="Listen here instead of server.listen (repeatable).")
-def serve(config_file: str | None, listen: tuple[str, ...]) -> None:
+# Hidden: the incident replay (`anchord replay`) runs the real resolver on a simulated
+# clock that reads EPOCH at real time --clock-real-start (default: now) and runs X times
+# faster than real time. Only the clock source differs.
+@click.option("--clock-start", "clock_start", type=float, default=None, hidden=True)
+@click.option("--clock-scale", "clock_scale", type=float, default=None, hidden=True)
+@click.option("--clock-real-start", "clock_real_start", type=float, default=None, hidden=True)
+def serve(config_file: str | None, listen: tuple[str, ...], clock_start: float | None = None,
+          clock_scale: float | None = None, clock_real_start: float | None = None) -> None:
     """Run the resolver: answer clients on the configured addresses."""
     try:
         config = load_config(config_file)
@@ -134,7 +141,30 @@ def serve(config_file: str | None, listen: tuple[str, ...]) -> None:
         sys.exit(2)
     logging.basicConfig(level=config.log.level.upper(), stream=sys.stderr,
                         format="anchord: %(message)s")
+    if clock_start is not None or clock_scale is not None:
+        sys.exit(serve_config(config, _scaled_resolver_factory(
+            clock_start, clock_scale or 1.0, clock_real_start)))
     sys.exit(serve_config(config))
+
+
+def _scaled_resolver_factory(start: float | None, scale: float, real_start: float | None
+                             ) -> Callable[[Config], Resolver]:
+    """build_resolver on a ScaledClock (hidden --clock-* options of `serve`)."""
+    import time
+
+    from anchord.engine.clock import ScaledClock
+
+    if scale <= 0:
+        click.echo("anchord: --clock-scale must be positive", err=True)
+        sys.exit(2)
+    clock = ScaledClock(time.time() if start is None else start, scale, real_start)
+
+    def factory(config: Config) -> Resolver:
+        from anchord.engine.driver import build_resolver
+
+        return build_resolver(config, clock=clock)
+
+    return factory
 
 
 __all__ = ["serve", "serve_config", "run_server"]
