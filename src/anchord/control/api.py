@@ -1,0 +1,352 @@
+"""The control API: HTTP and JSON on `control.listen` (loopback by default).
+
+Endpoints (every one but /metrics needs `Authorization: Bearer <token>`):
+
+    GET    /v1/status          version, uptime, cache sizes, counters
+    GET    /v1/nta             the negative trust anchors in force
+    POST   /v1/nta             {"zone", "lifetime", "reason", "recheck"} -> add (or replace)
+    DELETE /v1/nta/<zone>      remove; 404 if there is none
+    POST   /v1/cache/flush     {"zone"} -> forget cached answers at and below the zone
+    GET    /metrics            Prometheus text format
+
+/metrics needs no token while the API listens on a loopback address (a local Prometheus
+or node agent scrapes it; it only reads counters). On any other address it needs the token
+like the rest: Prometheus sends it with `authorization: {credentials_file: ...}`.
+
+Errors are JSON, {"error": "one line"}, with 400 (bad request), 401 (token), 404.
+The API runs on the resolver's own event loop, so handlers call the driver directly:
+no locks, and an NTA is in force for the next query once the response is sent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.name
+from aiohttp import web
+
+from anchord import __version__
+from anchord.control.config import Config, parse_endpoint
+from anchord.control.metrics import AnchordCollector, make_registry, rcode_name, render
+from anchord.control.ntastore import (
+    FileTrustStore,
+    TrustStore,
+    format_duration,
+    nta_to_json,
+    parse_lifetime,
+)
+from anchord.core.trustmap import NegativeAnchor
+from anchord.engine.driver import Driver
+
+log = logging.getLogger("anchord.control")
+
+_MAX_BODY = 64 * 1024  # control requests are tiny; refuse anything larger
+
+
+class ControlError(Exception):
+    """A start-up failure of the control plane, as one line (serve exits with it)."""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- parsing what operators type ---------------------------------------------------------
+
+def parse_zone(value: Any) -> dns.name.Name:
+    """A zone name from a request; ValueError with a readable sentence if it is not one."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"zone {value!r} is not a domain name")
+    text = value.strip()
+    if any(c.isspace() for c in text):
+        raise ValueError(f"zone {value!r} is not a domain name (it contains white space)")
+    try:
+        return dns.name.from_text(text)
+    except dns.exception.DNSException as e:
+        raise ValueError(f"zone {value!r} is not a domain name: {e}") from None
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+
+
+def nta_view(nta: NegativeAnchor, now: float) -> dict[str, Any]:
+    """An NTA as the API shows it: the stored fields plus readable times."""
+    view = nta_to_json(nta)
+    view.update(added=iso(nta.added_at), expires=iso(nta.expires_at),
+                expires_in=max(0, int(nta.expires_at - now)),
+                last_recheck=iso(nta.last_recheck_at))
+    return view
+
+
+# -- the token ---------------------------------------------------------------------------
+
+def load_or_create_token(path: Path) -> str:
+    """The bearer token; a new random one (mode 0600) if the file does not exist yet."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ControlError(f"cannot create the control token file {path}: {e.strerror}") from None
+    else:
+        token = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        log.info("control token written to %s", path)
+        return token
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        raise ControlError(f"cannot read the control token file {path}: {e.strerror}") from None
+    if not token:
+        raise ControlError(f"the control token file {path} is empty")
+    if path.stat().st_mode & 0o077:
+        log.warning("control token file %s is readable by other users: chmod 600 it", path)
+    return token
+
+
+# -- the plane -----------------------------------------------------------------------------
+
+class Control:
+    """The trust store wiring and the HTTP API of one resolver process."""
+
+    def __init__(self, config: Config, driver: Driver, store: TrustStore) -> None:
+        self.config = config
+        self.driver = driver
+        self.store = store
+        self.collector = AnchordCollector()
+        self.registry = make_registry(self.collector)
+        self.collector.driver = driver
+        self.frontend: Any = None
+        self.save_error = ""
+        self.address: tuple[str, int] | None = None  # where the API is bound
+        self._token = ""
+        self._metrics_open = False
+        self._runner: web.AppRunner | None = None
+        self._started = time.monotonic()
+
+    # -- trust store -------------------------------------------------------------------
+    def persist(self, ntas: list[NegativeAnchor]) -> None:
+        """Driver.on_trust_change: write the NTAs out. A failed write must not undo the
+        NTA (it is already in force and answering); it is logged and shown in status."""
+        try:
+            self.store.save(ntas)
+            self.save_error = ""
+        except OSError as e:
+            self.save_error = f"cannot save NTAs to the trust store: {e}"
+            log.error("%s", self.save_error)
+
+    def attach(self, frontend: Any) -> None:
+        """run_server's ready callback: the frontend (and its counters) now exist."""
+        self.frontend = frontend
+        self.collector.frontend = frontend
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=_MAX_BODY)
+        app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/v1/nta", self._list_ntas)
+        app.router.add_post("/v1/nta", self._add_nta)
+        app.router.add_delete("/v1/nta/{zone}", self._remove_nta)
+        app.router.add_post("/v1/cache/flush", self._flush)
+        if self.config.control.metrics:
+            app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start_api(self, token: str) -> str:
+        host, port = parse_endpoint(self.config.control.listen, 8953)
+        self._token = token
+        self._metrics_open = ipaddress.ip_address(host).is_loopback
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise ControlError(f"cannot listen for the control API on "
+                               f"{self.config.control.listen}: {e.strerror or e}") from None
+        self._runner = runner
+        bound = runner.addresses[0]
+        self.address = (bound[0], bound[1])
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        return f"http://{shown}:{bound[1]}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        try:
+            if not (request.path == "/metrics" and self._metrics_open):
+                self._check_token(request)
+            return await handler(request)
+        except ApiError as e:
+            return _error(e.status, str(e))
+        except web.HTTPException as e:  # aiohttp's own 404/405/413: keep the JSON shape
+            what = f"{request.method} {request.path}"
+            text = {404: f"no such endpoint: {what}",
+                    405: f"method not allowed: {what}"}.get(e.status, e.reason)
+            return _error(e.status, text)
+
+    def _check_token(self, request: web.Request) -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(401, "missing token: send 'Authorization: Bearer <token>' "
+                                f"(the token is in "
+                                f"{self.config.path(self.config.control.token_file)})")
+        if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
+            raise ApiError(401, "wrong token")
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json(loads=json.loads)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return body
+
+    def _now(self) -> float:
+        return float(self.driver.clock.now())
+
+    async def _status(self, request: web.Request) -> web.Response:
+        st = getattr(self.frontend, "stats", None)
+        counters: dict[str, Any] = {}
+        if st is not None:
+            counters = {
+                "queries": st.queries, "udp_queries": st.udp_queries,
+                "tcp_queries": st.tcp_queries, "dropped": st.dropped, "formerr": st.formerr,
+                "refused_acl": st.refused_acl, "truncated": st.truncated,
+                "crashes": st.crashes,
+                "responses": {rcode_name(k): v for k, v in sorted(st.responses.items())},
+                "ede": {str(k): v for k, v in sorted(getattr(st, "edes", {}).items())},
+            }
+        store_path = getattr(self.store, "path", None)
+        return _json({
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self._started, 3),
+            "cache": {"answers": len(self.driver.core.answers)},
+            "ntas": len(self.driver.trust.ntas()),
+            "counters": counters,
+            "trust_store": {
+                "path": None if store_path is None else str(store_path),
+                "problem": getattr(self.store, "problem", ""),
+                "save_error": self.save_error,
+            },
+        })
+
+    async def _list_ntas(self, request: web.Request) -> web.Response:
+        now = self._now()
+        return _json({"ntas": [nta_view(n, now) for n in self.driver.trust.ntas()]})
+
+    async def _add_nta(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        cfg = self.config.nta
+        try:
+            zone = parse_zone(body.get("zone"))
+            raw_life = body.get("lifetime")
+            lifetime = cfg.default_lifetime if raw_life is None else parse_lifetime(raw_life)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        if zone == dns.name.root:
+            raise ApiError(400, "an NTA for the root would switch validation off for every "
+                                "name; set dnssec.enabled = false if that is really meant")
+        if lifetime > cfg.max_lifetime:
+            raise ApiError(400, f"lifetime {format_duration(lifetime)} is longer than the "
+                                f"maximum, {format_duration(cfg.max_lifetime)} "
+                                f"(nta.max_lifetime = {cfg.max_lifetime})")
+        reason = body.get("reason", "")
+        recheck = body.get("recheck", True)
+        if not isinstance(reason, str) or not isinstance(recheck, bool):
+            raise ApiError(400, "'reason' must be a string and 'recheck' true or false")
+        replaced = any(n.zone == zone for n in self.driver.trust.ntas())
+        nta = self.driver.add_nta(zone, lifetime, reason, recheck)
+        view = nta_view(nta, self._now())
+        view["replaced"] = replaced
+        if self.save_error:
+            view["warning"] = f"in force, but not saved: {self.save_error}"
+        return _json(view, status=201)
+
+    async def _remove_nta(self, request: web.Request) -> web.Response:
+        try:
+            zone = parse_zone(request.match_info["zone"])
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        removed = self.driver.remove_nta(zone, why="operator, through the control API")
+        if removed is None:
+            raise ApiError(404, f"no NTA for {zone}")
+        return _json({"removed": nta_view(removed, self._now())})
+
+    async def _flush(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        try:
+            zone = parse_zone(body.get("zone"))
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        answers = self.driver.core.answers
+        before = len(answers)
+        self.driver.core.forget_below(zone)
+        log.info("cache flushed at and below %s (operator)", zone)
+        return _json({"zone": zone.to_text(), "answers_removed": before - len(answers)})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        resp = web.Response(body=render(self.registry))
+        resp.content_type = "text/plain"
+        resp.charset = "utf-8"
+        resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        return resp
+
+
+def _json(doc: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(doc, status=status, dumps=lambda d: json.dumps(d, indent=1))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status=status)
+
+
+async def start_control(config: Config, driver: object) -> Control | None:
+    """At `anchord serve` start: restore NTAs from the trust store, persist every change,
+    and open the HTTP API if `control.enabled`. Raises ControlError (one line).
+
+    None for a resolver that is not anchord's driver (serve_config with a test double):
+    there are no NTAs to keep or control then."""
+    if not isinstance(driver, Driver):
+        return None
+    store = FileTrustStore(config.path(config.nta.state_file))
+    control = Control(config, driver, store)
+    # Set before restoring: restore_ntas saves once, dropping NTAs that ended while down.
+    driver.on_trust_change = control.persist
+    driver.restore_ntas(store.load())
+    restored = len(driver.trust.ntas())
+    if restored:
+        log.info("restored %d NTA(s) from %s", restored, store.path)
+    if config.control.enabled:
+        token = load_or_create_token(config.path(config.control.token_file))
+        url = await control.start_api(token)
+        log.info("control API on %s", url)
+    return control
+
+
+__all__ = ["Control", "ControlError", "start_control", "parse_zone", "load_or_create_token"]

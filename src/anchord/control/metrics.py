@@ -1,0 +1,145 @@
+"""Prometheus metrics, read at scrape time.
+
+The frontend and the resolver already keep plain counters (FrontendStats, cache sizes,
+the trust map). One custom Collector turns them into metric families when Prometheus
+scrapes, so answering a query costs nothing extra: no prometheus_client object is
+touched on the hot path. A fleet is aggregated by Prometheus itself (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dns.rcode
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from anchord import __version__
+from anchord.core.outcome import EdeCode
+
+# FrontendStats fields exported one-to-one as counters: name -> help.
+_PLAIN_COUNTERS = {
+    "dropped": "Queries answered with nothing (unreadable, QR set, overload).",
+    "formerr": "Queries answered FORMERR.",
+    "refused_acl": "Queries refused by access control.",
+    "truncated": "Responses sent with TC set.",
+    "crashes": "Queries that hit the last-resort error handler (each one is a bug).",
+    "tcp_connections": "TCP connections accepted.",
+    "tcp_rejected": "TCP connections closed for exceeding server.max_tcp_clients.",
+}
+
+
+def rcode_name(value: int) -> str:
+    try:
+        return dns.rcode.to_text(dns.rcode.Rcode(value))
+    except ValueError:
+        return str(value)
+
+
+def _ede_name(code: int) -> str:
+    try:
+        return EdeCode(code).name.lower()
+    except ValueError:
+        return "unknown"
+
+
+class AnchordCollector(Collector):
+    """Reads the live counters of one resolver process when scraped.
+
+    `frontend` and `driver` are attached after start-up (the frontend exists only once
+    the listeners are bound); anything missing is simply not exported.
+    """
+
+    def __init__(self, started_at: float | None = None) -> None:
+        self.frontend: Any = None  # anchord.frontend.server.Frontend, duck-typed
+        self.driver: Any = None  # anchord.engine.driver.Driver, duck-typed
+        # Wall time the process started serving: an adapter-level read, not in the core.
+        self.started_at = time.time() if started_at is None else started_at
+
+    def collect(self) -> Iterator[Metric]:
+        info = InfoMetricFamily("anchord_build", "Version of the running resolver.")
+        info.add_metric([], {"version": __version__})
+        yield info
+        yield GaugeMetricFamily("anchord_start_time_seconds",
+                                "When this resolver process started (Unix time).",
+                                value=self.started_at)
+        stats = getattr(self.frontend, "stats", None)
+        if stats is not None:
+            yield from self._frontend(stats)
+        if self.driver is not None:
+            yield from self._resolver(self.driver)
+
+    def _frontend(self, stats: Any) -> Iterator[Metric]:
+        queries = CounterMetricFamily("anchord_queries", "Client queries received.",
+                                      labels=["transport"])
+        queries.add_metric(["udp"], stats.udp_queries)
+        queries.add_metric(["tcp"], stats.tcp_queries)
+        yield queries
+        responses = CounterMetricFamily("anchord_responses", "Responses sent, by header rcode.",
+                                        labels=["rcode"])
+        for rcode, n in sorted(stats.responses.items()):
+            responses.add_metric([rcode_name(rcode)], n)
+        yield responses
+        edes = getattr(stats, "edes", None)
+        if edes is not None:
+            family = CounterMetricFamily(
+                "anchord_ede", "Extended DNS Errors in outcomes answered, by code (RFC 8914).",
+                labels=["code", "name"])
+            for code, n in sorted(edes.items()):
+                family.add_metric([str(code), _ede_name(code)], n)
+            yield family
+        rejections = CounterMetricFamily("anchord_rejections",
+                                         "Queries rejected before resolution, by reason.",
+                                         labels=["reason"])
+        for reason, n in sorted(stats.rejections.items()):
+            rejections.add_metric([reason], n)
+        yield rejections
+        for name, help_text in _PLAIN_COUNTERS.items():
+            value = getattr(stats, name, None)
+            if value is not None:
+                yield CounterMetricFamily(f"anchord_{name}", help_text, value=value)
+
+    def _resolver(self, driver: Any) -> Iterator[Metric]:
+        core = driver.core
+        cache = GaugeMetricFamily("anchord_cache_entries", "Entries in the resolver's caches.",
+                                  labels=["cache"])
+        cache.add_metric(["answers"], len(core.answers))
+        yield cache
+        yield GaugeMetricFamily("anchord_ntas_active",
+                                "Negative trust anchors in force (RFC 7646).",
+                                value=len(driver.trust.ntas()))
+        # The upstream transport counts nothing today; export it as soon as one does.
+        sent = getattr(core.transport, "queries_sent", None)
+        if isinstance(sent, int):
+            yield CounterMetricFamily("anchord_upstream_queries",
+                                      "Queries sent to authoritative servers.", value=sent)
+
+
+def make_registry(collector: AnchordCollector) -> CollectorRegistry:
+    """A registry of our own (not the global one): several resolvers in one test
+    process must not collide, and the default process metrics come along explicitly."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition format (what GET /metrics returns)."""
+    return generate_latest(registry)
+
+
+__all__ = ["AnchordCollector", "rcode_name", "make_registry", "render"]
