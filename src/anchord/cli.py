@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "rpl": ("anchord.testbed.replay.command", "rpl"),
     "replay": ("anchord.testbed.incident.command", "replay"),
     "config-defaults": ("anchord.control.cli", "config_defaults"),
+    "cache": ("anchord.control.cli", "cache"),
     "demo": ("anchord.testbed.demo", "demo"),
 }
 

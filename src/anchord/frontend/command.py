@@ -110,7 +110,18 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver]) -> None:
         resolver = factory(config)
     except ImportError as e:
         raise _Fatal(f"the resolver core is not available: {e}", 1) from None
-    await run_server(config, resolver)
+    # The control plane (NTA store, HTTP API, metrics) lives in anchord.control.
+    from anchord.control.api import ControlError, start_control
+
+    try:
+        control = await start_control(config, resolver)
+    except ControlError as e:
+        raise _Fatal(str(e), 1) from None
+    try:
+        await run_server(config, resolver, ready=control.attach if control else None)
+    finally:
+        if control is not None:
+            await control.close()
 
 
 @click.command()

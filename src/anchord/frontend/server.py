@@ -55,6 +55,7 @@ class FrontendStats:
     tcp_connections: int = 0
     tcp_rejected: int = 0  # connections over max_tcp_clients
     rejections: collections.Counter[str] = field(default_factory=collections.Counter)
+    edes: collections.Counter[int] = field(default_factory=collections.Counter)  # by code
 
     def count_reply(self, wire: bytes) -> None:
         self.responses[wire[3] & 0xF] += 1  # header rcode; extended bits are in the OPT
@@ -146,6 +147,8 @@ class Frontend:
                 query.question, Ede(EdeCode.OTHER, "internal error in the resolver"))
         wire = render_outcome(query, outcome)
         self.stats.count_reply(wire)
+        for ede in outcome.edes:
+            self.stats.edes[int(ede.code)] += 1
         return wire
 
     def _spawn(self, coro: Any) -> bool:
