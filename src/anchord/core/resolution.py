@@ -82,6 +82,11 @@ def _signer(sigs: dns.rrset.RRset | None) -> dns.name.Name | None:
     return sigs[0].signer  # type: ignore[no-any-return]
 
 
+def _cap(verdict: Verdict) -> tuple[int, ...]:
+    """The verdict's signature-expiry cap as a TTL candidate (0 is a real cap)."""
+    return () if verdict.ttl_cap is None else (verdict.ttl_cap,)
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     """One validated step of an answer (one CNAME hop, or the final data or denial)."""
@@ -513,7 +518,7 @@ class Resolver:
             return now + BOGUS_KEYS_TTL
         if security is Security.INDETERMINATE:
             return now + UNREACHABLE_KEYS_TTL
-        return now + max(1, min([t for t in ttls if t is not None] or [3600]))
+        return now + max(1, min(ttls or (3600,)))
 
     async def _fetch(self, name: dns.name.Name, rdtype: int, work: Work) -> ZoneAnswer:
         return await self.iterator.query(Question(name, dns.rdatatype.RdataType(rdtype)), work)
@@ -549,7 +554,7 @@ class Resolver:
         return ZoneKeys(zone, verdict.security,
                         keys if verdict.is_secure else None, verdict.edes,
                         self._keys_ttl(verdict.security, verdict.edes, keys.ttl,
-                                       verdict.ttl_cap or keys.ttl))
+                                       *_cap(verdict)))
 
     async def _delegated_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget
                               ) -> ZoneKeys:
@@ -591,7 +596,7 @@ class Resolver:
                                 self.policy, budget)
             return ZoneKeys(zone, kv.security, keys if kv.is_secure else None, kv.edes,
                             self._keys_ttl(kv.security, kv.edes, ds.ttl, keys.ttl,
-                                           kv.ttl_cap or keys.ttl, verdict.ttl_cap or ds.ttl))
+                                           *_cap(kv), *_cap(verdict)))
         if za.kind in (Kind.NODATA, Kind.NXDOMAIN, Kind.CNAME):
             return await self._no_ds(zone, za, work, budget)
         return ZoneKeys(zone, Security.INDETERMINATE, edes=(Ede(

@@ -379,8 +379,8 @@ class Authority:
 
     def _nodata(self, zone: ServedZone, name: Name, qtype: int, do: bool, out: _Answer) -> None:
         self._soa(zone, do, out)
-        if not do:
-            return
+        if not do or (zone.nsec3_param is None and not zone.nsec_owners):
+            return  # unsigned zone: nothing to prove with
         if zone.nsec3_param is None:
             self._add(zone, out.authority, zone.nsec_for(name), NSEC, do)
         elif qtype == DS and name in zone.cuts:
@@ -400,8 +400,8 @@ class Authority:
         self, zone: ServedZone, name: Name, ce: Name, do: bool, out: _Answer, wildcard_too: bool
     ) -> None:
         """Proof that `name` does not exist (and, for NXDOMAIN, that no wildcard does)."""
-        if not do:
-            return
+        if not do or (zone.nsec3_param is None and not zone.nsec_owners):
+            return  # an unsigned zone has no denial records to give
         wildcard = dns.name.Name((b"*",) + ce.labels)
         if zone.nsec3_param is None:
             self._add(zone, out.authority, zone.nsec_for(name), NSEC, do)
@@ -432,7 +432,7 @@ def _dedup(rrsets: list[dns.rrset.RRset]) -> list[dns.rrset.RRset]:
 # --- sockets -------------------------------------------------------------------------
 
 
-def _udp_limit(query: dns.message.Message) -> int:
+def udp_limit(query: dns.message.Message) -> int:
     return max(512, min(query.payload, 65535)) if query.edns >= 0 else 512
 
 
@@ -476,7 +476,7 @@ def _answer_wire(authority: Authority, data: bytes, address: str, tcp: bool) -> 
         response.set_rcode(dns.rcode.SERVFAIL)
     if response is None:
         return None
-    return render(response, 65535 if tcp else _udp_limit(query))
+    return render(response, 65535 if tcp else udp_limit(query))
 
 
 async def _tcp_client(

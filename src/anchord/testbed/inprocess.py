@@ -11,7 +11,7 @@ import dns.message
 import dns.rdatatype
 
 from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
-from anchord.testbed.authserver import Authority
+from anchord.testbed.authserver import Authority, render, udp_limit
 
 
 class AuthorityTransport:
@@ -27,6 +27,6 @@ class AuthorityTransport:
         response = self.authority.respond(query, server.host)
         if response is None:
             return UpstreamResult(server, None, UpstreamError.TIMEOUT, rtt=timeout, tcp=tcp)
-        wire = response.to_wire()
+        wire = render(response, 65535 if tcp else udp_limit(query))
         return UpstreamResult(server, dns.message.from_wire(wire), rtt=0.001, tcp=tcp)
 
