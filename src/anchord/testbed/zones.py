@@ -75,6 +75,11 @@ class TestbedSpec:
     addresses: Addresses = field(default_factory=Addresses)
     seed: str = "anchord-testbed"
     oob_every: int = 50  # every Nth child (index % N == 7) has its NS under hoster.com
+    # For the incident replay (`anchord replay`); the defaults leave the data as before.
+    child_ttl_mix: bool = False  # children's TTLs from a realistic mix (60 s to 1 day)
+    de_ds_ttl: int = 0  # TTL of the DS records in de, as a TLD sets it (0: 86400)
+    de_negative_ttl: int = 0  # de's SOA minimum: NSEC3 and negative TTL (0: 300)
+    com_names: int = 0  # hK.hoster.com A records in com (mixed TTLs): a control group
 
     def algorithm_for(self, zone: Name) -> int:
         for text, alg in self.algorithms:
@@ -83,7 +88,11 @@ class TestbedSpec:
         return self.algorithm
 
     def fingerprint(self) -> str:
-        blob = json.dumps([FORMAT_VERSION, asdict(self)], sort_keys=True, default=list)
+        data = asdict(self)
+        for key, default in _REPLAY_FIELDS.items():  # absent when unused: caches stay valid
+            if data.get(key) == default:
+                data.pop(key, None)
+        blob = json.dumps([FORMAT_VERSION, data], sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def ttl(self, value: int) -> int:
@@ -91,6 +100,26 @@ class TestbedSpec:
 
     def is_out_of_bailiwick(self, index: int) -> bool:
         return self.oob_every > 0 and index % self.oob_every == 7
+
+    def mixed_ttl(self, kind: str, index: int, default: int = 3600) -> int:
+        """A child's (or control name's) TTL: `default`, or with child_ttl_mix a value
+        drawn deterministically from CHILD_TTL_MIX (most between 300 s and 1 h)."""
+        if not self.child_ttl_mix:
+            return default
+        digest = hashlib.sha256(f"{self.seed}|ttl|{kind}|{index}".encode()).digest()
+        point = int.from_bytes(digest[:4], "big") % sum(w for _, w in CHILD_TTL_MIX)
+        for ttl, weight in CHILD_TTL_MIX:
+            if point < weight:
+                return ttl
+            point -= weight
+        return default  # pragma: no cover - the weights cover every point
+
+
+# TTL (seconds) -> weight (percent) of the children's TTLs in the replay world.
+CHILD_TTL_MIX = (
+    (60, 4), (300, 22), (600, 12), (900, 12), (1800, 15), (3600, 25), (14400, 5), (86400, 5),
+)
+_REPLAY_FIELDS = {"child_ttl_mix": False, "de_ds_ttl": 0, "de_negative_ttl": 0, "com_names": 0}
 
 
 class ZoneKind(Enum):
@@ -274,11 +303,12 @@ def build_child(spec: TestbedSpec, index: int, now: float) -> tuple[ZoneData, De
     else:
         ns_name = f"ns1.{origin.to_text()}"
         ns, glue = (ns_name,), ((ns_name, addr),)
-        rs.add(ns_name, 3600, "A", addr)
+        rs.add(ns_name, spec.mixed_ttl("child", index), "A", addr)
+    ttl = spec.mixed_ttl("child", index)
     rs.soa(ns[0])
-    rs.add(origin, 3600, "NS", *ns)
-    rs.add("www", 3600, "A", f"192.0.2.{index % 250 + 1}")
-    rs.add("www", 3600, "AAAA", f"2001:db8::{index:x}")
+    rs.add(origin, ttl, "NS", *ns)
+    rs.add("www", ttl, "A", f"192.0.2.{index % 250 + 1}")
+    rs.add("www", ttl, "AAAA", f"2001:db8::{index:x}")
     records, key = _sign(rs, spec, now, Denial("nsec"))
     zone = ZoneData(
         origin, ZoneKind.NSEC, records, spec.addresses.children, key.algorithm if key else 0
@@ -328,7 +358,7 @@ def build_de(spec: TestbedSpec, delegations: Iterable[Delegation], now: float) -
     origin = dns.name.from_text("de.")
     rs = RecordSet(origin, spec)
     nics = _nic_names(spec.addresses.de, "nic.de.")
-    rs.soa(nics[0][0])
+    rs.soa(nics[0][0], spec.de_negative_ttl or 300)
     rs.add(origin, 86400, "NS", *[n for n, _ in nics])
     for name, addr in nics:
         rs.add(name, 86400, "A", addr)
@@ -338,7 +368,7 @@ def build_de(spec: TestbedSpec, delegations: Iterable[Delegation], now: float) -
         for name, addr in d.glue:
             rs.add(name, 86400, "A", addr)
         if d.ds:
-            rs.add(d.child, 86400, "DS", *d.ds)
+            rs.add(d.child, spec.de_ds_ttl or 86400, "DS", *d.ds)
         if not d.in_nsec3_chain:
             excluded.add(d.child)
     # RFC 9276: 0 additional iterations, empty salt; opt-out like large TLDs use.
@@ -362,6 +392,8 @@ def build_com(spec: TestbedSpec, now: float) -> ZoneData:
     # A large RRset, for truncation (TC) and TCP fallback tests.
     chunk = '"' + "x" * 200 + '"'
     rs.add("big.hoster.com.", 3600, "TXT", *[f'"{i:02d}" {chunk}' for i in range(12)])
+    for k in range(spec.com_names):
+        rs.add(f"h{k}.hoster.com.", spec.mixed_ttl("com", k), "A", f"198.51.100.{k % 250 + 1}")
     records, key = _sign(rs, spec, now, Denial("nsec"))
     assert key is not None
     return ZoneData(origin, ZoneKind.NSEC, records, spec.addresses.com, key.algorithm)
