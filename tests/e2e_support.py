@@ -137,15 +137,37 @@ class Proc:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        # Helpers this process forked itself (NSD's server and xfrd) share its session.
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # Helpers this process forked itself (NSD's server and xfrd) share its session:
+        # give them a moment to follow their parent out, then kill what is left of it.
+        deadline = time.monotonic() + 5
+        while _session_members(self.popen.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _session_members(self.popen.pid):
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.popen.poll() is None:
             self.popen.wait(5)
         self._reader.join(5)
         return self.popen.returncode
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes in session `sid`, found through /proc (Linux)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 @atexit.register
