@@ -1,0 +1,223 @@
+"""The control API over loopback HTTP, in front of a resolver on the in-process testbed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from anchord.control.api import Control, ControlError, load_or_create_token, start_control
+from anchord.control.ntastore import FileTrustStore
+from anchord.core.outcome import EdeCode, Question, Security
+from anchord.frontend.server import Frontend
+from tests.conftest import World
+
+TOKEN = "s3cret-token"
+BOGUS = "www.bogus.de."
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN,
+                   raw: bytes | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        data = raw if raw is not None else (None if body is None else json.dumps(body))
+        async with self.session.request(method, self.base + path, data=data,
+                                        headers=headers) as r:
+            text = await r.text()
+            if r.content_type == "application/json":
+                return r.status, json.loads(text)
+            return r.status, text
+
+
+def run_api(world: World, tmp_path: Path,
+            body: Callable[[Control, Client], Awaitable[None]]) -> None:
+    """Start the API on an ephemeral loopback port, run `body` against it, stop it."""
+    world.config.control.listen = "127.0.0.1:0"
+
+    async def main() -> None:
+        control = Control(world.config, world.resolver, FileTrustStore(tmp_path / "nta.json"))
+        world.resolver.on_trust_change = control.persist
+        control.attach(Frontend(world.resolver, world.config.server))
+        url = await control.start_api(TOKEN)
+        try:
+            async with aiohttp.ClientSession() as session:
+                await body(control, Client(session, url))
+        finally:
+            await control.close()
+
+    asyncio.run(main())
+
+
+def test_token_is_required_and_checked(world: World, tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        for token in (None, "wrong", ""):
+            status, doc = await api.call("GET", "/v1/status", token=token)
+            assert status == 401 and "token" in doc["error"]
+        status, doc = await api.call("GET", "/v1/nta", token="wrong")
+        assert status == 401
+        status, doc = await api.call("GET", "/v1/status")
+        assert status == 200 and doc["version"] and doc["ntas"] == 0
+
+    run_api(world, tmp_path, body)
+
+
+def test_nta_lifecycle_changes_answers_and_state_file(world: World, tmp_path: Path) -> None:
+    q = Question(dns.name.from_text(BOGUS), dns.rdatatype.A)
+
+    async def body(control: Control, api: Client) -> None:
+        before = await world.resolver.resolve(q)
+        # Bogus is SERVFAIL on the wire (render.py); the outcome keeps the verdict.
+        assert before.security is Security.BOGUS
+        assert [e.code for e in before.edes][:1] == [EdeCode.DNSSEC_BOGUS]
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de", "lifetime": "2h",
+                                                         "reason": "key rollover"})
+        assert status == 201, doc
+        assert doc["zone"] == "bogus.de." and doc["expires_in"] == 7200
+        assert doc["reason"] == "key rollover" and doc["recheck"] is True
+        # The cached failure was flushed: the next answer is insecure, with EDE 33.
+        under = await world.resolver.resolve(q)
+        assert under.rcode == dns.rcode.NOERROR and under.security is Security.INSECURE
+        assert EdeCode.NEGATIVE_TRUST_ANCHOR in [e.code for e in under.edes]
+        status, doc = await api.call("GET", "/v1/nta")
+        assert [n["zone"] for n in doc["ntas"]] == ["bogus.de."]
+        assert doc["ntas"][0]["added"].endswith("+00:00")
+        saved = json.loads((tmp_path / "nta.json").read_text())
+        assert [n["zone"] for n in saved["ntas"]] == ["bogus.de."]
+        status, doc = await api.call("DELETE", "/v1/nta/bogus.de")
+        assert status == 200 and doc["removed"]["zone"] == "bogus.de."
+        status, doc = await api.call("DELETE", "/v1/nta/bogus.de.")
+        assert status == 404 and "no NTA for bogus.de." in doc["error"]
+        after = await world.resolver.resolve(q)
+        assert after.security is Security.BOGUS and after.edes[0].code == EdeCode.DNSSEC_BOGUS
+        assert json.loads((tmp_path / "nta.json").read_text())["ntas"] == []
+
+    run_api(world, tmp_path, body)
+
+
+@pytest.mark.parametrize("request_body,words", [
+    ({"zone": "de", "lifetime": "8d"}, "longer than the maximum, 7d"),
+    ({"zone": "de", "lifetime": 604801}, "nta.max_lifetime"),
+    ({"zone": "de", "lifetime": "soon"}, "not understood"),
+    ({"zone": "a..de"}, "not a domain name"),
+    ({"zone": "has space.de"}, "white space"),
+    ({"zone": "x" * 64 + ".de"}, "not a domain name"),
+    ({"zone": 42}, "not a domain name"),
+    ({}, "not a domain name"),
+    ({"zone": "."}, "root"),
+    ({"zone": "de", "recheck": "yes"}, "'recheck'"),
+    (["de"], "JSON object"),
+])
+def test_bad_nta_requests_are_400(world: World, tmp_path: Path, request_body: Any,
+                                  words: str) -> None:
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("POST", "/v1/nta", request_body)
+        assert status == 400 and words in doc["error"], doc
+        assert world.resolver.trust.ntas() == []
+
+    run_api(world, tmp_path, body)
+
+
+def test_defaults_and_maximum_lifetime(world: World, tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "de"})
+        assert status == 201 and doc["expires_in"] == world.config.nta.default_lifetime
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "de", "lifetime": "7d",
+                                                         "recheck": False})
+        assert status == 201 and doc["replaced"] is True and doc["expires_in"] == 604800
+        status, doc = await api.call("POST", "/v1/nta", raw=b"{nope")
+        assert status == 400 and "not valid JSON" in doc["error"]
+
+    run_api(world, tmp_path, body)
+
+
+def test_cache_flush_and_unknown_endpoints(world: World, tmp_path: Path) -> None:
+    q = Question(dns.name.from_text("c1.de."), dns.rdatatype.SOA)
+
+    async def body(control: Control, api: Client) -> None:
+        await world.resolver.resolve(q)
+        assert len(world.resolver.core.answers) > 0
+        status, doc = await api.call("POST", "/v1/cache/flush", {"zone": "de"})
+        assert status == 200 and doc["zone"] == "de." and doc["answers_removed"] >= 1
+        assert world.resolver.core.answers.get(q) is None
+        status, doc = await api.call("POST", "/v1/cache/flush", {"zone": "a..b"})
+        assert status == 400
+        status, doc = await api.call("GET", "/v1/nothing")
+        assert status == 404 and "no such endpoint" in doc["error"]
+        status, doc = await api.call("PUT", "/v1/nta")
+        assert status == 405 and "error" in doc
+
+    run_api(world, tmp_path, body)
+
+
+def test_metrics_parse_and_count_edes(world: World, tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        st = control.frontend.stats
+        st.udp_queries, st.tcp_queries = 5, 2
+        st.responses[2] += 3
+        st.edes[6] += 3
+        await api.call("POST", "/v1/nta", {"zone": "bogus.de"})
+        status, text = await api.call("GET", "/metrics", token=None)  # open on loopback
+        assert status == 200
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(text) for s in fam.samples}
+        assert samples[("anchord_queries_total", (("transport", "udp"),))] == 5
+        assert samples[("anchord_responses_total", (("rcode", "SERVFAIL"),))] == 3
+        assert samples[("anchord_ede_total", (("code", "6"), ("name", "dnssec_bogus")))] == 3
+        assert samples[("anchord_ntas_active", ())] == 1
+        assert ("anchord_cache_entries", (("cache", "answers"),)) in samples
+        assert samples[("anchord_build_info", (("version", "0.1.0"),))] == 1
+
+    run_api(world, tmp_path, body)
+
+
+def test_token_file_is_created_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "control.token"
+    token = load_or_create_token(path)
+    assert len(token) >= 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_token(path) == token
+    path.write_text("\n")
+    with pytest.raises(ControlError, match="empty"):
+        load_or_create_token(path)
+
+
+def test_start_control_restores_ntas_and_reports_port_in_use(world: World,
+                                                             tmp_path: Path) -> None:
+    world.config.base_dir = str(tmp_path)
+    world.config.control.listen = "127.0.0.1:0"
+    now = world.clock.now()
+    (tmp_path / "anchord-nta.json").write_text(json.dumps({"version": 1, "ntas": [
+        {"zone": "bogus.de.", "reason": "r", "added_at": now, "expires_at": now + 60},
+        {"zone": "old.de.", "reason": "", "added_at": now - 99, "expires_at": now - 1},
+    ]}))
+
+    async def main() -> None:
+        control = await start_control(world.config, world.resolver)
+        assert control is not None and control.address is not None
+        try:
+            assert [n.zone.to_text() for n in world.resolver.trust.ntas()] == ["bogus.de."]
+            # The expired one is gone from the file as well.
+            saved = json.loads((tmp_path / "anchord-nta.json").read_text())
+            assert [n["zone"] for n in saved["ntas"]] == ["bogus.de."]
+            assert (tmp_path / "anchord-control.token").exists()
+            world.config.control.listen = f"127.0.0.1:{control.address[1]}"
+            with pytest.raises(ControlError, match="cannot listen for the control API"):
+                await start_control(world.config, world.resolver)
+        finally:
+            await control.close()
+        assert await start_control(world.config, object()) is None
+
+    asyncio.run(main())
