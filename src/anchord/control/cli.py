@@ -58,21 +58,23 @@ class _Api:
         host, port = parse_endpoint(self.listen, 8953)
         self.base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
-    def _token(self) -> str:
+    def _token(self) -> str | None:
         try:
-            token = self.token_file.read_text().strip()
+            return self.token_file.read_text().strip()
         except FileNotFoundError:
-            _fail(f"no control token at {self.token_file}: `anchord serve` writes it at "
-                  "start-up; is the resolver running with this config?")
+            # Not fatal yet: a resolver that is not running is the likelier problem,
+            # and the connection attempt below says so more usefully.
+            return None
         except OSError as e:
             _fail(f"cannot read the control token {self.token_file}: {e.strerror}")
-        return token
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None
              ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self._token()}")
+        token = self._token()
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
@@ -81,6 +83,9 @@ class _Api:
         except urllib.error.HTTPError as e:
             doc = _decode(e.read())
             message = doc.get("error") or e.reason
+            if e.code == 401 and token is None:
+                _fail(f"no control token at {self.token_file}: is the running resolver "
+                      "using this config file?")
             if e.code == 401:
                 _fail(f"the control API refused the token in {self.token_file} ({message}): "
                       "is it the token file of the running resolver?")
