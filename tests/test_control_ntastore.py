@@ -10,7 +10,6 @@ from pathlib import Path
 import dns.name
 import pytest
 
-from anchord.control import ntastore
 from anchord.control.ntastore import (
     FileTrustStore,
     TrustStore,
@@ -51,7 +50,7 @@ def test_crash_between_write_and_rename_leaves_old_state(tmp_path: Path,
     def crash(src: object, dst: object) -> None:  # the process dies before the rename
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ntastore.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # what ntastore calls
     with pytest.raises(KeyboardInterrupt):
         store.save([_nta("com.")])
     monkeypatch.undo()
