@@ -10,6 +10,7 @@ import asyncio
 
 import dns.name
 import dns.rcode
+import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -188,3 +189,45 @@ def test_de_event_in_small_nta_restores_and_recheck_removes_it(w: World) -> None
 def test_rrset_ttls_at_most_the_testbed_cap(w: World) -> None:
     o = ask(w, "www.c5.de.")
     assert all(isinstance(r, dns.rrset.RRset) and r.ttl <= TTL for r in o.answer)
+
+
+def test_rfc8767_cname_keeps_its_ttl_while_its_target_is_stale(w: World) -> None:
+    first = ask(w, "www.alias.de.")
+    assert first.security is Security.SECURE
+    w.clock.advance(TTL + 1)
+    fault(w, "c0.de.", FaultKind.UNREACHABLE)
+    o = ask(w, "www.alias.de.")
+    assert o.rcode == dns.rcode.NOERROR
+    assert codes(o)[0] == EdeCode.STALE_ANSWER
+    ttls = {r.rdtype: r.ttl for r in o.answer if r.rdtype != dns.rdatatype.RRSIG}
+    assert ttls[dns.rdatatype.CNAME] == TTL  # refreshed from its reachable zone
+    assert ttls[dns.rdatatype.A] == 30  # the unreachable target, stale
+    assert addresses(o) == addresses(first)
+
+
+def test_rfc8767_nxdomain_gives_way_once_the_name_exists(w: World) -> None:
+    name = "www2.unsigned.de."
+    o = ask(w, name)
+    assert o.rcode == dns.rcode.NXDOMAIN
+    # The name is created (TTL 0) in the unsigned zone while the NXDOMAIN is cached.
+    zone = w.authority._served_zone(dns.name.from_text("unsigned.de."))
+    assert zone is not None
+    rds = dns.rdataset.from_text("IN", "A", 0, "192.0.2.77")
+    zone.add_unsigned(dns.name.from_text(name), rds)
+    stale_nx = 0
+    for _ in range(int(2 * TTL / 0.5)):  # a client asking every 0.5 s
+        o = ask(w, name)
+        if o.rcode == dns.rcode.NXDOMAIN:
+            assert stale_nx == 0 or o.freshness is Freshness.FRESH
+            if o.freshness is Freshness.STALE:
+                stale_nx += 1
+                assert codes(o)[0] == EdeCode.STALE_NXDOMAIN_ANSWER
+        else:
+            assert addresses(o) == {"192.0.2.77"}
+            break
+        w.clock.advance(0.5)
+    assert stale_nx <= 1
+    for _ in range(4):  # TTL 0: asked again, always the new answer
+        w.clock.advance(0.5)
+        o = ask(w, name)
+        assert o.rcode == dns.rcode.NOERROR and addresses(o) == {"192.0.2.77"}

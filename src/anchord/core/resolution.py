@@ -185,6 +185,8 @@ class Resolver:
                 self.failures.record(question, outcome, now)
             return outcome
         self.failures.forget(question)
+        if outcome.freshness is not Freshness.FRESH:
+            return outcome  # partly stale: the older entries keep their own windows
         ttl = self._outcome_ttl(outcome)
         stale_window = self.config.serve_stale.max_stale_age \
             if self.config.serve_stale.enabled else 0
@@ -208,39 +210,58 @@ class Resolver:
         return await self._resolve_chain(question, work, budget)
 
     # -- CNAME / DNAME chasing ------------------------------------------------------------------
-    async def _resolve_chain(self, q: Question, work: Work, budget: WorkBudget) -> Outcome:
-        answer: list[dns.rrset.RRset] = []
-        authority: tuple[dns.rrset.RRset, ...] = ()
-        securities: list[Security] = []
-        edes: list[Ede] = []
-        current = q.qname
-        seen: set[dns.name.Name] = set()
-        for _ in range(self.config.upstream.max_cname_chain + 1):
-            seen.add(current)
-            za = await self.iterator.query(Question(current, q.qtype, q.qclass), work)
-            if za.kind is Kind.FAILURE:
-                return Outcome.servfail(q, *za.edes, *edes)
-            part = await self._validate(za, work, budget)
-            answer.extend(part.answer)
-            authority = part.authority
-            securities.append(part.verdict.security)
-            edes.extend(part.verdict.edes)
-            if part.verdict.security is Security.BOGUS:
-                return Outcome(q, part.rcode, tuple(answer), authority,
-                               security=Security.BOGUS, edes=order_edes(edes))
-            if part.kind in (Kind.CNAME, Kind.DNAME) and part.target is not None:
-                if part.target in seen:
-                    # A loop: answer what we have, as the authoritative data says.
-                    return Outcome(q, dns.rcode.NOERROR, tuple(answer),
-                                   security=combine_security(securities),
-                                   edes=order_edes(edes))
-                current = part.target
-                continue
-            return Outcome(q, part.rcode, tuple(answer), authority,
-                           security=combine_security(securities), edes=order_edes(edes))
-        return Outcome.servfail(q, Ede(
-            EdeCode.OTHER,
-            f"CNAME chain from {q.qname} longer than {self.config.upstream.max_cname_chain}"))
+    async def _resolve_chain(self, q: Question, work: Work, budget: WorkBudget,
+                             seen: frozenset[dns.name.Name] = frozenset()) -> Outcome:
+        """Resolve `q` from the authorities, following CNAME/DNAME hops.
+
+        Each hop's target is resolved (and cached) as a question of its own, so a chain
+        reuses cached targets and a target that cannot be refreshed is answered stale
+        while the fresh hops before it keep their real TTLs (RFC 8767 section 4).
+        """
+        if len(seen) > self.config.upstream.max_cname_chain:
+            return Outcome.servfail(q, Ede(
+                EdeCode.OTHER,
+                f"CNAME chain to {q.qname} longer than {self.config.upstream.max_cname_chain}"))
+        za = await self.iterator.query(q, work)
+        if za.kind is Kind.FAILURE:
+            return Outcome.servfail(q, *za.edes)
+        part = await self._validate(za, work, budget)
+        if part.verdict.security is Security.BOGUS:
+            return Outcome(q, part.rcode, part.answer, part.authority,
+                           security=Security.BOGUS, edes=order_edes(part.verdict.edes))
+        if part.kind not in (Kind.CNAME, Kind.DNAME) or part.target is None:
+            return Outcome(q, part.rcode, part.answer, part.authority,
+                           security=part.verdict.security, edes=order_edes(part.verdict.edes))
+        if part.target in seen or part.target == q.qname:
+            # A loop: answer the chain as the authoritative data has it.
+            return Outcome(q, dns.rcode.NOERROR, part.answer,
+                           security=part.verdict.security, edes=order_edes(part.verdict.edes))
+        target = Question(part.target, q.qtype, q.qclass)
+        rest = await self._resolve_hop(target, work, budget, seen | {q.qname})
+        if rest.rcode == dns.rcode.SERVFAIL and rest.security is not Security.BOGUS:
+            return Outcome.servfail(q, *rest.edes)
+        security = combine_security([part.verdict.security, rest.security])
+        if rest.freshness is Freshness.STALE:
+            edes = rest.edes + order_edes(part.verdict.edes)  # "stale" stays first
+        else:
+            edes = order_edes(part.verdict.edes + rest.edes)
+        return Outcome(q, rest.rcode, part.answer + rest.answer, rest.authority,
+                       security=security, edes=edes, freshness=rest.freshness)
+
+    async def _resolve_hop(self, q: Question, work: Work, budget: WorkBudget,
+                           seen: frozenset[dns.name.Name]) -> Outcome:
+        """A CNAME target: from cache when fresh, else resolved and cached in its own right."""
+        now = self.clock.now()
+        entry = self.answers.get(q)
+        state = entry.state(now) if entry is not None else EntryState.DEAD
+        if entry is not None and state is EntryState.FRESH:
+            return aged_outcome(entry, now)
+        stale = entry if state is EntryState.STALE and self.config.serve_stale.enabled else None
+        if stale is not None and now < stale.refresh_after:
+            return stale_outcome(stale, self.config.serve_stale.stale_ttl,
+                                 *stale.refresh_failure)
+        outcome = await self._resolve_chain(q, work, budget, seen)
+        return self.settle(q, outcome, stale)
 
     # -- judging one authoritative response ---------------------------------------------------
     async def _validate(self, za: ZoneAnswer, work: Work, budget: WorkBudget) -> Part:

@@ -78,6 +78,15 @@ class ServedZone:
         self.nsec3_hashes = [h for h, _ in nsec3_owners]
         self.nsec3_names = [n for _, n in nsec3_owners]
 
+    def add_unsigned(self, name: Name, rds: dns.rdataset.Rdataset) -> None:
+        """Create data at run time in an unsigned zone (a name coming into existence)."""
+        if self.nsec_owners or self.nsec3_param is not None:
+            raise ValueError(f"{self.origin} is signed: records cannot be added unsigned")
+        self.nodes.setdefault(name, {})[(int(rds.rdtype), int(rds.covers))] = rds
+        while name not in self.names and name.is_subdomain(self.origin):
+            self.names.add(name)
+            name = name.parent()
+
     def _below_cut(self, name: Name) -> bool:
         while name != self.origin and len(name) > len(self.origin):
             name = name.parent()
