@@ -27,6 +27,9 @@ from anchord.core.cache import Delegation, DelegationCache, InfraCache
 from anchord.core.outcome import Ede, EdeCode, Question
 from anchord.core.ports import Clock, ServerAddress, Transport, UpstreamError, UpstreamResult
 
+_WORK_LIMIT = "work limit"
+_NETWORK = UpstreamError.NETWORK.value
+
 # RFC 9156 section 2.3: past this many labels to go, ask the full name at once.
 MAX_MINIMISE_COUNT = 10
 
@@ -80,6 +83,37 @@ def _owner_rrset(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: in
         if rrset.rdtype == rdtype and rrset.name == name:
             return rrset
     return None
+
+
+def gather_signatures(msg: dns.message.Message) -> None:
+    """Put each RRSIG set beside the RRset it covers, when a server put it elsewhere.
+
+    Some servers (and the 2007 Unbound scenarios) send an answer's RRSIG in the
+    additional section. The signature is valid wherever it travels (RFC 4035 3.1.1
+    only asks servers to keep them together), so it is moved to the section holding
+    the covered RRset before anything else reads the message. A signature already in
+    the same section as its RRset, or covering nothing present, stays where it is.
+    """
+    sections: tuple[list[dns.rrset.RRset], ...] = (msg.answer, msg.authority, msg.additional)
+    data: dict[tuple[dns.name.Name, int], list[int]] = {}
+    sigs: dict[tuple[dns.name.Name, int], list[int]] = {}
+    for index, section in enumerate(sections):
+        for rrset in section:
+            if rrset.rdtype == dns.rdatatype.RRSIG:
+                sigs.setdefault((rrset.name, int(rrset.covers)), []).append(index)
+            else:
+                data.setdefault((rrset.name, int(rrset.rdtype)), []).append(index)
+    for key, homes in data.items():
+        found = sigs.get(key)
+        if not found or set(homes) & set(found):
+            continue
+        home = sections[homes[0]]
+        for index in found:
+            source = sections[index]
+            for rrset in list(source):
+                if rrset.rdtype == dns.rdatatype.RRSIG and (rrset.name, int(rrset.covers)) == key:
+                    source.remove(rrset)
+                    home.append(rrset)
 
 
 def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind:
@@ -177,20 +211,35 @@ class Iterator:
         servers.sort(key=lambda s: self.infra.srtt(s) * (0.9 + 0.2 * self.rng()))
         return servers
 
-    async def _with_addresses(self, deleg: Delegation, work: Work) -> Delegation:
-        if any(self._usable(a) for _, a in deleg.addresses) or deleg.configured:
+    async def _with_addresses(self, deleg: Delegation, work: Work,
+                              looked_up: set[dns.name.Name] | None = None) -> Delegation:
+        """The delegation with addresses for at least one more of its name servers.
+
+        Without `looked_up`: only when it has no usable address at all. With it (the
+        servers known so far all failed): look up the next name server not yet tried.
+        One reachable name server is enough to proceed; the others are found on demand.
+        """
+        if deleg.configured:
             return deleg
+        if looked_up is None and any(self._usable(a) for _, a in deleg.addresses):
+            return deleg
+        known = {ns for ns, a in deleg.addresses if self._usable(a)}
         found: list[tuple[dns.name.Name, ServerAddress]] = []
         for ns in deleg.ns_names:
+            if ns in known or (looked_up is not None and ns in looked_up):
+                continue
             if ns.is_subdomain(deleg.zone):
                 continue  # glue was needed and missing: asking would loop
+            if looked_up is not None:
+                looked_up.add(ns)
             for host in await self.lookup_addresses(ns, work):
                 found.append((ns, ServerAddress(host, self.config.port)))
             if found:
-                break  # one reachable name server is enough to proceed; others on demand
+                break
         if not found:
             return deleg
-        updated = Delegation(deleg.zone, deleg.ns_names, tuple(found), deleg.expires_at)
+        updated = Delegation(deleg.zone, deleg.ns_names, deleg.addresses + tuple(found),
+                             deleg.expires_at)
         self.delegations.put(updated)
         return updated
 
@@ -219,13 +268,37 @@ class Iterator:
         problems: list[str] = []
         network_only = True
         attempts = max(self.config.attempts, 1)
-        for i in range(attempts):
-            server = servers[i % len(servers)]
-            if not work.spend():
+        tried: set[ServerAddress] = set()
+        looked_up: set[dns.name.Name] = set()
+        while servers:
+            result, kind = await self._try_servers(deleg, servers, attempts, q, work, problems)
+            if result is not None:
+                return result, kind, ()
+            if kind is Kind.FAILURE and problems and problems[-1] == _WORK_LIMIT:
+                problems.pop()
                 return None, Kind.FAILURE, (Ede(
                     EdeCode.OTHER,
                     f"work limit: more than {work.upstream_sent} upstream queries "
                     f"while resolving {q} (at zone {deleg.zone})"),)
+            network_only = network_only and all(p.endswith(_NETWORK) for p in problems)
+            tried.update(servers)
+            # Every server known so far failed: find the next name server's address.
+            deleg = await self._with_addresses(deleg, work, looked_up)
+            servers = [s for s in self._ordered_servers(deleg) if s not in tried]
+        code = EdeCode.NETWORK_ERROR if network_only else EdeCode.NO_REACHABLE_AUTHORITY
+        return None, Kind.FAILURE, (Ede(
+            code, f"no usable answer from the servers of {deleg.zone} for {q}: "
+                  + "; ".join(problems[:4])),)
+
+    async def _try_servers(self, deleg: Delegation, servers: list[ServerAddress],
+                           attempts: int, q: Question, work: Work, problems: list[str]
+                           ) -> tuple[UpstreamResult | None, Kind]:
+        """Up to `attempts` tries over `servers`; the first usable response, or why none."""
+        for i in range(attempts):
+            server = servers[i % len(servers)]
+            if not work.spend():
+                problems.append(_WORK_LIMIT)
+                return None, Kind.FAILURE
             result = await self.transport.query(server, self._request(q, deleg.forward),
                                                 timeout=self.config.timeout)
             if result.ok and result.response is not None \
@@ -238,13 +311,13 @@ class Iterator:
                 if result.error is UpstreamError.TIMEOUT:
                     self.infra.timed_out(server)
                     problems.append(f"{server} timed out")
+                elif result.error is UpstreamError.NETWORK:
+                    problems.append(f"{server} {_NETWORK}")
                 else:
                     problems.append(f"{server} {result.error.value if result.error else 'failed'}")
-                if result.error is not UpstreamError.NETWORK:
-                    network_only = False
                 continue
-            network_only = False
             self.infra.observe(server, result.rtt)
+            gather_signatures(result.response)
             kind = classify(result.response, q, deleg.zone)
             if deleg.forward and kind is Kind.LAME and result.response.rcode() in (
                     dns.rcode.NOERROR,):
@@ -253,11 +326,8 @@ class Iterator:
                 problems.append(f"{server} answered {dns.rcode.to_text(result.response.rcode())}"
                                 f"{' without authority' if result.response.rcode() == 0 else ''}")
                 continue
-            return result, kind, ()
-        code = EdeCode.NETWORK_ERROR if network_only else EdeCode.NO_REACHABLE_AUTHORITY
-        return None, Kind.FAILURE, (Ede(
-            code, f"no usable answer from the servers of {deleg.zone} for {q}: "
-                  + "; ".join(problems[:4])),)
+            return result, kind
+        return None, Kind.LAME
 
     # -- the walk down ----------------------------------------------------------------------------
     def _referral(self, msg: dns.message.Message, zone: dns.name.Name, now: float
