@@ -39,6 +39,19 @@ class Driver:
         # them); set by whoever owns the state file or the fleet store.
         self.on_trust_change: Callable[[list[NegativeAnchor]], None] | None = None
         self._rechecking: set[dns.name.Name] = set()
+        # Told after every core.forget_below (an NTA added, removed or ended, a cache flush
+        # through the control API) and after every NTA change: the frontend's fast path
+        # drops its pre-rendered answers, the worker hub tells the other workers.
+        self.forget_listeners: list[Callable[[dns.name.Name], None]] = []
+        self.trust_listeners: list[Callable[[list[NegativeAnchor]], None]] = []
+        core_forget_below = core.forget_below
+
+        def forget_below(zone: dns.name.Name) -> None:
+            core_forget_below(zone)
+            for listener in list(self.forget_listeners):
+                listener(zone)
+
+        core.forget_below = forget_below  # type: ignore[method-assign]
 
     @property
     def config(self) -> Config:
@@ -117,6 +130,8 @@ class Driver:
     def _trust_changed(self) -> None:
         if self.on_trust_change is not None:
             self.on_trust_change(self.trust.ntas())
+        for listener in list(self.trust_listeners):
+            listener(self.trust.ntas())
 
     async def maintain_ntas(self) -> list[tuple[NegativeAnchor, str]]:
         """Expire NTAs whose end has come and recheck the due ones; returns what ended."""
