@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -526,7 +527,7 @@ class AuthServer:
                 )
                 self._udp.append(transport)
                 server = await asyncio.start_server(
-                    lambda r, w, a=address: _tcp_client(self.authority, a, r, w),
+                    functools.partial(_tcp_client, self.authority, address),
                     address,
                     self.port,
                     reuse_address=True,
