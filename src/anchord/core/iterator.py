@@ -170,6 +170,9 @@ class Iterator:
         self.rng = rng
         self.lookup_addresses = lookup_addresses
         self.dnssec = dnssec
+        # DS sets (or signed proofs of no DS) that came with referrals, by child zone:
+        # the answer to the DS query the validator is about to ask (Unbound does the same).
+        self._referral_ds: dict[dns.name.Name, tuple[float, ZoneAnswer]] = {}
         self._root = self._configured(dns.name.root, config.root_hints, forward=False,
                                       names_are_ns=True)
         for zone, addrs in config.stub_zones.items():
@@ -359,6 +362,58 @@ class Iterator:
         labels = q.qname.labels[-(len(point) + 1):]
         return Question(dns.name.Name(labels), dns.rdatatype.A, q.qclass)
 
+    def _remember_ds(self, msg: dns.message.Message, child: dns.name.Name,
+                     parent: dns.name.Name, server: ServerAddress) -> None:
+        """Keep the DS set (or the NSEC/NSEC3 proof of its absence) a referral carried,
+        with its RRSIGs, as the parent's answer to `DS child` (RFC 4035 3.1.4)."""
+        if not self.dnssec:
+            return
+        ds = _owner_rrset(msg.authority, child, dns.rdatatype.DS)
+        sigs = [r for r in msg.authority if r.rdtype == dns.rdatatype.RRSIG
+                and r.name.is_subdomain(parent)]
+        reply = dns.message.Message(id=0)
+        reply.flags = dns.flags.QR | dns.flags.AA
+        reply.question = [dns.rrset.RRset(child, dns.rdataclass.IN, dns.rdatatype.DS)]
+        question = Question(child, dns.rdatatype.DS)
+        if ds is not None:
+            ds_sigs = [r for r in sigs if r.name == child and r.covers == dns.rdatatype.DS]
+            if not ds_sigs:
+                return  # unsigned: let the validator ask the parent itself
+            reply.answer = [ds, *ds_sigs]
+            answer = ZoneAnswer(Kind.ANSWER, question, parent, reply, server=server)
+        else:
+            proofs = [r for r in msg.authority
+                      if r.rdtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3)
+                      and r.name.is_subdomain(parent)]
+            covered = {(r.name, r.rdtype) for r in proofs}
+            proof_sigs = [r for r in sigs if (r.name, r.covers) in covered]
+            if not proofs or not proof_sigs:
+                return
+            reply.authority = [*proofs, *proof_sigs]
+            answer = ZoneAnswer(Kind.NODATA, question, parent, reply, server=server)
+        ttl = min(r.ttl for r in (*reply.answer, *reply.authority))
+        if len(self._referral_ds) > 10_000:
+            self._referral_ds.clear()
+        self._referral_ds[child] = (self.clock.now() + ttl, answer)
+
+    def ds_from_referral(self, zone: dns.name.Name) -> ZoneAnswer | None:
+        """The parent's DS answer (or signed no-DS proof) for `zone` if a referral
+        brought one that is still fresh; the validator asks upstream otherwise.
+
+        A DS set the validator found bogus is dropped (forget_referral_ds), so the next
+        try asks the parent afresh, as Unbound does.
+        """
+        kept = self._referral_ds.get(zone)
+        if kept is None:
+            return None
+        if self.clock.now() >= kept[0]:
+            del self._referral_ds[zone]
+            return None
+        return kept[1]
+
+    def forget_referral_ds(self, zone: dns.name.Name) -> None:
+        self._referral_ds.pop(zone, None)
+
     async def query(self, q: Question, work: Work) -> ZoneAnswer:
         deleg = self._start(q)
         point = deleg.zone  # minimisation point: the deepest name known to exist
@@ -382,6 +437,7 @@ class Iterator:
                         f"servers of {deleg.zone} referred a DS query for {q.qname} "
                         "to the child instead of answering it"),))
                 self.delegations.put(child)
+                self._remember_ds(msg, child.zone, deleg.zone, result.server)
                 deleg = child
                 point = child.zone
                 continue
