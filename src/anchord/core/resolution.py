@@ -582,7 +582,8 @@ class Resolver:
     async def _delegated_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget
                               ) -> ZoneKeys:
         now = self.clock.now()
-        za = await self._fetch(zone, dns.rdatatype.DS, work)
+        za = self.iterator.ds_from_referral(zone) or await self._fetch(
+            zone, dns.rdatatype.DS, work)
         if za.kind is Kind.FAILURE or za.message is None:
             # A network failure stays a network failure: never reported as bogus.
             return ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
@@ -609,6 +610,7 @@ class Resolver:
             verdict = verify_rrset(ds, sigs, parent.dnskeys, signer, self.validation_time(),
                                    self.policy, budget)
             if not verdict.is_secure:
+                self.iterator.forget_referral_ds(zone)  # the retry asks the parent afresh
                 return ZoneKeys(zone, verdict.security, edes=verdict.edes,
                                 expires_at=self._keys_ttl(verdict.security, verdict.edes, ds.ttl))
             keys, ksigs, failed = await self._dnskeys(zone, work)
