@@ -23,6 +23,7 @@ import dns.rcode
 
 from anchord.control.config import ServerConfig, parse_endpoint
 from anchord.core.outcome import Ede, EdeCode, Outcome, Question
+from anchord.frontend.fastpath import FastPath, Key, fast_key
 from anchord.frontend.render import PROHIBITED, render_outcome, render_rejection
 from anchord.frontend.request import ClientQuery, Reason, Rejection, parse_query
 
@@ -111,6 +112,9 @@ class Frontend:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_clients = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        # Cached answers from pre-rendered bytes (fastpath.py); only with anchord's driver.
+        self.fast: FastPath | None = (
+            FastPath.attach(resolver, self.stats) if config.fast_path else None)
 
     # -- the per-query path, shared by UDP and TCP ------------------------------------
 
@@ -135,7 +139,7 @@ class Frontend:
             st.count_reply(reply)
         return reply
 
-    async def _answer(self, query: ClientQuery) -> bytes:
+    async def _answer(self, query: ClientQuery, key: Key | None = None) -> bytes:
         try:
             outcome = await self.resolver.resolve(query.question, query.cd)
         except asyncio.CancelledError:
@@ -146,6 +150,8 @@ class Frontend:
             outcome = Outcome.servfail(
                 query.question, Ede(EdeCode.OTHER, "internal error in the resolver"))
         wire = render_outcome(query, outcome)
+        if key is not None and self.fast is not None:
+            self.fast.learn(key, query, outcome)
         self.stats.count_reply(wire)
         for ede in outcome.edes:
             self.stats.edes[int(ede.code)] += 1
@@ -165,7 +171,7 @@ class Frontend:
     # -- UDP --------------------------------------------------------------------------
 
     def _udp_packet(self, transport: asyncio.DatagramTransport, wire: bytes,
-                    addr: tuple[Any, ...]) -> None:
+                    addr: tuple[Any, ...], key: Key | None = None) -> None:
         try:
             self.stats.udp_queries += 1
             result = self._accept(wire, addr[0], tcp=False)
@@ -174,14 +180,14 @@ class Frontend:
             if isinstance(result, bytes):
                 transport.sendto(result, addr)
                 return
-            self._spawn(self._udp_query(transport, result, addr))
+            self._spawn(self._udp_query(transport, result, addr, key))
         except Exception:  # noqa: BLE001 - outermost per-packet boundary: log, count, go on
             self.stats.crashes += 1
             log.exception("unexpected failure handling a UDP packet from %s", addr[0])
 
     async def _udp_query(self, transport: asyncio.DatagramTransport, query: ClientQuery,
-                         addr: tuple[Any, ...]) -> None:
-        wire = await self._answer(query)
+                         addr: tuple[Any, ...], key: Key | None = None) -> None:
+        wire = await self._answer(query, key)
         if not transport.is_closing():
             transport.sendto(wire, addr)
 
@@ -288,6 +294,9 @@ class Frontend:
     async def _serve_udp(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         frontend = self
+        fast = self.fast
+        allowed = self.acl._cache  # filled by the full path's ACL check: True = allowed
+        udp_packet = self._udp_packet
 
         class _Udp(asyncio.DatagramProtocol):
             transport: asyncio.DatagramTransport
@@ -295,8 +304,27 @@ class Frontend:
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 self.transport = transport  # type: ignore[assignment]
 
-            def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-                frontend._udp_packet(self.transport, data, addr)
+            if fast is None:
+                def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+                    udp_packet(self.transport, data, addr)
+            else:
+                def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+                    # The ACL first (a cached verdict; unknown hosts take the full path),
+                    # then the table of pre-rendered answers.
+                    if allowed.get(addr[0]):
+                        try:
+                            found = fast_key(data)
+                            if found is not None:
+                                reply = fast.answer(found[0], found[1], data)
+                                if reply is not None:
+                                    self.transport.sendto(reply, addr)
+                                    return
+                                udp_packet(self.transport, data, addr, found[0])
+                                return
+                        except Exception:  # noqa: BLE001 - never lose a query to a bug here
+                            frontend.stats.crashes += 1
+                            log.exception("fast path failed on a packet from %s", addr[0])
+                    udp_packet(self.transport, data, addr)
 
             def error_received(self, exc: Exception) -> None:
                 pass  # ICMP errors for a client that went away: nothing to do
