@@ -147,6 +147,11 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
         return Kind.LAME  # unrelated records without authority
     if has_soa or msg.flags & dns.flags.AA:
         return Kind.NODATA
+    if not msg.answer and not ns_sets and not (msg.flags & dns.flags.RA):
+        # Empty NOERROR without AA, SOA or NS (the denial may still carry NSEC proofs):
+        # NODATA, as Unbound reads it. With RA set it is a recursive server's reply,
+        # lame for this zone.
+        return Kind.NODATA
     return Kind.LAME
 
 
