@@ -229,6 +229,11 @@ class Resolver:
         if part.verdict.security is Security.BOGUS:
             return Outcome(q, part.rcode, part.answer, part.authority,
                            security=Security.BOGUS, edes=order_edes(part.verdict.edes))
+        if part.verdict.security is Security.INDETERMINATE:
+            # Under a trust anchor the keys could not be had (RFC 4035 5.5): no answer
+            # can be vouched for, so none is given; the reason travels as the EDE.
+            return Outcome.servfail(q, *(order_edes(part.verdict.edes) or (Ede(
+                EdeCode.DNSSEC_INDETERMINATE, f"no validation possible for {q}"),)))
         if part.kind not in (Kind.CNAME, Kind.DNAME) or part.target is None:
             return Outcome(q, part.rcode, part.answer, part.authority,
                            security=part.verdict.security, edes=order_edes(part.verdict.edes))
