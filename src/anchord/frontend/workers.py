@@ -1,0 +1,302 @@
+"""`workers = N`: N processes sharing the listening addresses (SO_REUSEPORT).
+
+The process `anchord serve` starts is worker 0: it runs the control plane (NTA store,
+HTTP API, metrics) beside its listeners. Before any event loop exists it forks workers
+1..N-1; each builds its own resolver (its own caches) and binds the same addresses, and
+the kernel spreads clients over the sockets.
+
+Trust changes and cache flushes reach the other workers over one pipe per worker:
+worker 0's driver reports every NTA change (Driver.trust_listeners: the whole NTA list)
+and every core.forget_below (Driver.forget_listeners: the zone) and the hub writes one
+JSON line per event to every pipe. A worker applies a line as soon as its loop sees the
+pipe readable: well within the 100 ms the design asks for. Workers take NTAs without
+rechecks (worker 0 rechecks and broadcasts the removal); each expires them itself at
+the same end time. At start a worker reads the NTA state file itself, so it never serves
+a moment without the NTAs in force; worker 0's restore follows on the pipe anyway.
+
+A worker whose pipe reaches end of file (worker 0 is gone) shuts down. Worker 0 stops
+the others with SIGTERM when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import dns.name
+
+from anchord.control.config import Config, parse_endpoint
+from anchord.core.trustmap import NegativeAnchor
+
+log = logging.getLogger("anchord.workers")
+
+
+# -- messages ------------------------------------------------------------------------------
+
+def _ntas_message(ntas: list[NegativeAnchor]) -> bytes:
+    from anchord.control.ntastore import nta_to_json
+
+    return (json.dumps({"ntas": [nta_to_json(n) for n in ntas]}) + "\n").encode()
+
+
+def _forget_message(zone: dns.name.Name) -> bytes:
+    return (json.dumps({"forget": zone.to_text()}) + "\n").encode()
+
+
+def apply_ntas(driver: Any, ntas: list[NegativeAnchor]) -> None:
+    """Make `driver`'s NTAs exactly `ntas` (without rechecks), forgetting what changed."""
+    trust = driver.core.trust
+    current = {n.zone: n for n in trust.ntas()}
+    wanted = {n.zone: replace(n, recheck=False) for n in ntas}
+    for zone in current.keys() - wanted.keys():
+        trust.remove_nta(zone)
+        driver.core.forget_below(zone)
+    for zone, nta in wanted.items():
+        old = current.get(zone)
+        if old is None or (old.added_at, old.expires_at, old.reason) != (
+                nta.added_at, nta.expires_at, nta.reason):
+            trust.add_nta(nta)
+            driver.core.forget_below(zone)
+
+
+def apply_message(driver: Any, line: bytes) -> None:
+    from anchord.control.ntastore import nta_from_json
+
+    doc = json.loads(line)
+    if "ntas" in doc:
+        apply_ntas(driver, [nta_from_json(item) for item in doc["ntas"]])
+    if "forget" in doc:
+        driver.core.forget_below(dns.name.from_text(doc["forget"]))
+
+
+# -- worker 0's side ---------------------------------------------------------------------------
+
+class Hub:
+    """Worker 0's pipes to the other workers; writes never block the event loop."""
+
+    def __init__(self, fds: dict[int, int]) -> None:
+        self.fds = fds  # worker pid -> write end
+        self._pending: dict[int, bytearray] = {}
+        for fd in fds.values():
+            os.set_blocking(fd, False)
+
+    def attach(self, driver: Any) -> None:
+        driver.trust_listeners.append(lambda ntas: self.broadcast(_ntas_message(ntas)))
+        driver.forget_listeners.append(lambda zone: self.broadcast(_forget_message(zone)))
+
+    def broadcast(self, data: bytes) -> None:
+        for pid, fd in list(self.fds.items()):
+            pending = self._pending.get(fd)
+            if pending:
+                pending += data  # keep the order behind what is still queued
+                continue
+            self._write(pid, fd, data)
+
+    def _write(self, pid: int, fd: int, data: bytes) -> None:
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError as e:  # the worker is gone (EPIPE)
+            log.error("worker %d does not take trust updates any more: %s", pid, e.strerror)
+            self._drop(pid, fd)
+            return
+        if n < len(data):
+            self._pending[fd] = bytearray(data[n:])
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().add_writer(fd, self._flush, pid, fd)
+
+    def _flush(self, pid: int, fd: int) -> None:
+        pending = self._pending.get(fd)
+        if not pending:
+            return
+        try:
+            n = os.write(fd, pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(pid, fd)
+            return
+        del pending[:n]
+        if not pending:
+            del self._pending[fd]
+            asyncio.get_running_loop().remove_writer(fd)
+
+    def _drop(self, pid: int, fd: int) -> None:
+        self.fds.pop(pid, None)
+        self._pending.pop(fd, None)
+        with contextlib.suppress(RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_writer(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    async def watch(self) -> None:
+        """Log workers that end while worker 0 serves (their sockets close; the kernel
+        gives their share of clients to the others)."""
+        while self.fds:
+            await asyncio.sleep(1.0)
+            for pid, fd in list(self.fds.items()):
+                try:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done, status = pid, 0
+                if done:
+                    log.error("worker process %d ended (status %d)", pid, status)
+                    self._drop(pid, fd)
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        import time
+
+        pids = list(self.fds)
+        for pid, fd in list(self.fds.items()):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.fds.clear()
+        deadline = time.monotonic() + timeout
+        for pid in pids:
+            while True:
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.02)
+
+
+# -- the other workers' side --------------------------------------------------------------------
+
+def follow(driver: Any, fd: int, stop: asyncio.Event) -> None:
+    """Apply worker 0's updates as they arrive; stop serving when its pipe closes."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    buffer = bytearray()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            loop.remove_reader(fd)
+            log.info("worker 0 is gone: stopping")
+            stop.set()
+            return
+        buffer.extend(chunk)
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(buffer[:end])
+            del buffer[:end + 1]
+            try:
+                apply_message(driver, line)
+            except Exception:  # noqa: BLE001 - a bad line must not stop the worker
+                log.exception("cannot apply a trust update from worker 0")
+
+    loop.add_reader(fd, readable)
+
+
+def pin_ports(config: Config) -> None:
+    """Every worker must bind the same ports: choose one now for each `:0` listen entry."""
+    fixed = []
+    for item in config.server.listen:
+        host, port = parse_endpoint(item)
+        if port == 0:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((host, 0))
+                port = probe.getsockname()[1]
+            item = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        fixed.append(item)
+    config.server.listen = fixed
+
+
+def serve_workers(config: Config, factory: Callable[[Config], Any]) -> int:
+    """Fork workers 1..N-1, then serve as worker 0 with the control plane; exit status."""
+    from anchord.frontend import command
+
+    pin_ports(config)
+    fds: dict[int, int] = {}
+    for index in range(1, config.server.workers):
+        rfd, wfd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # a worker
+            status = 1
+            try:
+                os.close(wfd)
+                for other in fds.values():
+                    os.close(other)
+                status = _run_worker(config, factory, index, rfd)
+            except BaseException:  # noqa: BLE001 - a child must never return into the caller
+                log.exception("worker %d failed", index)
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        os.close(rfd)
+        fds[pid] = wfd
+    hub = Hub(fds)
+    try:
+        return command.serve_config(config, factory, hub=hub)
+    finally:
+        hub.stop_all()
+
+
+def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd: int) -> int:
+    from anchord.frontend import command
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(f"anchord[{index}]: %(message)s"))
+
+    async def main() -> None:
+        resolver = factory(config)
+        if hasattr(resolver, "trust_listeners"):
+            from anchord.control.ntastore import decode
+
+            # Read only: worker 0 owns the file (and sets a corrupt one aside).
+            try:
+                apply_ntas(resolver, decode(config.path(config.nta.state_file).read_bytes()))
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as e:
+                log.error("cannot read the NTA state file (worker 0 sends it): %s", e)
+        stop = asyncio.Event()
+        if hasattr(resolver, "core"):
+            follow(resolver, fd, stop)
+        await command.run_server(config, resolver, stop=stop)
+
+    with command._runner() as runner:
+        try:
+            runner.run(main())
+        except command._Fatal as e:
+            print(f"anchord[{index}]: {e}", file=sys.stderr)
+            return e.status
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                print(f"anchord[{index}]: address in use", file=sys.stderr)
+            return 1
+    return 0
+
+
+__all__ = ["Hub", "apply_ntas", "apply_message", "follow", "pin_ports", "serve_workers"]

@@ -1,0 +1,125 @@
+"""`workers = 2`: an NTA and a flush made through the control API reach both workers.
+
+A real `anchord serve` with two worker processes against the testbed (in a thread here),
+asked from many client sockets so the kernel's SO_REUSEPORT hash sends some to each
+worker. Answers are first cached (and on the fast path) in both; after the API call,
+every socket must see EDE 33 within 100 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import pytest
+
+from anchord.testbed.command import Testbed
+from anchord.testbed.zones import TestbedSpec
+from tests.e2e_support import (
+    TESTBED_ADDRESSES,
+    free_port,
+    free_port_on,
+    set_toml_key,
+    start_resolver,
+)
+
+SOCKETS = 32  # client source ports: P(all on one worker) = 2 * 2**-32
+
+
+def _ask(socks: list[socket.socket], port: int, name: str) -> list[dns.message.Message]:
+    q = dns.message.make_query(name, "A", want_dnssec=True)
+    wire = q.to_wire()
+    for s in socks:
+        s.sendto(wire, ("127.0.0.1", port))
+    return [dns.message.from_wire(s.recv(65535)) for s in socks]
+
+
+def _api(port: int, token: str, method: str, path: str, body: dict[str, object]) -> object:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_nta_and_flush_reach_every_worker_within_100ms(tmp_path: Path) -> None:
+    tb = Testbed(TestbedSpec(children=4), tmp_path / "tb", now=time.time(),
+                 port=free_port_on(TESTBED_ADDRESSES))
+    tb.start()
+    try:
+        control_port = free_port()
+        cfg = tb.resolver_toml.read_text()
+        cfg = set_toml_key(cfg, "server", "listen", f'["127.0.0.1:{free_port()}"]')
+        cfg = set_toml_key(cfg, "server", "workers", "2")
+        cfg = set_toml_key(cfg, "control", "listen", f'"127.0.0.1:{control_port}"')
+        config = tmp_path / "tb" / "workers.toml"
+        config.write_text(cfg)
+        resolver = start_resolver(config)
+        try:
+            assert resolver.proc.wait_for("anchord[1]: listening on udp", 10), resolver.log
+            assert resolver.proc.wait_for("control API on", 10), resolver.log
+            token = (tmp_path / "tb" / "control.token").read_text().strip()
+            socks = []
+            for _ in range(SOCKETS):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.settimeout(5)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+            for _ in range(3):  # resolve, cache, fast path: in each worker
+                replies = _ask(socks, resolver.port, "www.c1.de.")
+                assert all(r.flags & dns.flags.AD and not r.options for r in replies)
+            _api(control_port, token, "POST", "/v1/nta",
+                 {"zone": "c1.de.", "lifetime": 600, "reason": "test"})
+            time.sleep(0.1)
+            replies = _ask(socks, resolver.port, "www.c1.de.")
+            assert all([o.code for o in r.options] == [33] for r in replies), replies
+            assert not any(r.flags & dns.flags.AD for r in replies)
+            # The removal travels the same way; then a flush.
+            req = urllib.request.Request(f"http://127.0.0.1:{control_port}/v1/nta/c1.de.",
+                                         method="DELETE",
+                                         headers={"Authorization": f"Bearer {token}"})
+            urllib.request.urlopen(req, timeout=5).close()
+            time.sleep(0.1)
+            replies = _ask(socks, resolver.port, "www.c1.de.")
+            assert all(r.flags & dns.flags.AD and not r.options for r in replies), replies
+            for s in socks:
+                s.close()
+        finally:
+            resolver.stop()
+        assert "worker" not in resolver.log or "ended" not in resolver.log, resolver.log
+    finally:
+        tb.stop()
+
+
+def test_pin_ports_chooses_one_port_for_every_worker() -> None:
+    from anchord.control.config import Config
+    from anchord.frontend.workers import pin_ports
+
+    cfg = Config()
+    cfg.server.listen = ["127.0.0.1:0", "127.0.0.1:5399"]
+    pin_ports(cfg)
+    assert cfg.server.listen[1] == "127.0.0.1:5399"
+    assert not cfg.server.listen[0].endswith(":0")
+
+
+@pytest.mark.parametrize("ntas", [[], ["a.de."], ["a.de.", "b.de."]])
+def test_apply_ntas_makes_the_set_exact(world: object, ntas: list[str]) -> None:
+    import dns.name
+
+    from anchord.core.trustmap import NegativeAnchor
+    from anchord.frontend.workers import apply_ntas
+
+    driver = world.resolver  # type: ignore[attr-defined]
+    driver.add_nta(dns.name.from_text("old.de."), 60)
+    forgotten: list[str] = []
+    driver.forget_listeners.append(lambda z: forgotten.append(z.to_text()))
+    wanted = [NegativeAnchor(dns.name.from_text(z), "r", 0.0, 1e12) for z in ntas]
+    apply_ntas(driver, wanted)
+    assert [n.zone.to_text() for n in driver.trust.ntas()] == ntas
+    assert all(not n.recheck for n in driver.trust.ntas())
+    assert sorted(forgotten) == sorted(["old.de.", *ntas])
