@@ -90,13 +90,20 @@ def _runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-def serve_config(config: Config, resolver_factory: Callable[[Config], Resolver] | None = None
-                 ) -> int:
-    """Run the server in the foreground; returns the process exit status."""
+def serve_config(config: Config, resolver_factory: Callable[[Config], Resolver] | None = None,
+                 hub: Any = None) -> int:
+    """Run the server in the foreground; returns the process exit status.
+
+    With server.workers > 1 the other workers are forked first (workers.py); `hub` is
+    then worker 0's channel to them."""
     factory = resolver_factory or _default_resolver
+    if hub is None and config.server.workers > 1:
+        from anchord.frontend.workers import serve_workers
+
+        return serve_workers(config, factory)
     with _runner() as runner:
         try:
-            runner.run(_serve(config, factory))
+            runner.run(_serve(config, factory, hub))
         except _Fatal as e:
             click.echo(f"anchord: {e}", err=True)
             return e.status
@@ -105,11 +112,16 @@ def serve_config(config: Config, resolver_factory: Callable[[Config], Resolver] 
     return 0
 
 
-async def _serve(config: Config, factory: Callable[[Config], Resolver]) -> None:
+async def _serve(config: Config, factory: Callable[[Config], Resolver], hub: Any = None
+                 ) -> None:
     try:
         resolver = factory(config)
     except ImportError as e:
         raise _Fatal(f"the resolver core is not available: {e}", 1) from None
+    watcher = None
+    if hub is not None and hasattr(resolver, "trust_listeners"):
+        hub.attach(resolver)  # NTA changes and flushes go to the other workers
+        watcher = asyncio.get_running_loop().create_task(hub.watch())
     # The control plane (NTA store, HTTP API, metrics) lives in anchord.control.
     from anchord.control.api import ControlError, start_control
 
@@ -120,6 +132,8 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver]) -> None:
     try:
         await run_server(config, resolver, ready=control.attach if control else None)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         if control is not None:
             await control.close()
 
