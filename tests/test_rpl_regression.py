@@ -1,0 +1,70 @@
+"""The whole peer scenario set (Unbound and Deckard .rpl files) as a regression gate.
+
+Every scenario must pass unless tests/rpl_known_failures.txt lists it (one line per
+file: the path relative to the scenario folder, a TAB, a one-line reason); an
+unsupported scenario counts as failing. A listed scenario that now passes fails the
+test too, so the list only shrinks: delete its line. Regenerate the reasons with
+`anchord rpl <folder> -v`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from anchord.testbed.replay.command import collect, run_one
+
+KNOWN = Path(__file__).resolve().parent / "rpl_known_failures.txt"
+
+
+def _scenario_dir() -> Path | None:
+    # In CI the repository is a fresh clone with shared/ beside it.
+    for candidate in (Path(__file__).resolve().parents[2] / "shared" / "rpl",
+                      Path("/work/shared/rpl")):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _known() -> dict[str, str]:
+    known: dict[str, str] = {}
+    for line in KNOWN.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        path, _, reason = line.partition("\t")
+        known[path.strip()] = reason.strip()
+    return known
+
+
+def test_known_failures_file_is_well_formed() -> None:
+    for number, line in enumerate(KNOWN.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        path, tab, reason = line.partition("\t")
+        assert tab and path.endswith(".rpl") and reason.strip(), f"line {number}: {line!r}"
+
+
+def test_every_scenario_passes_or_is_a_listed_known_failure() -> None:
+    folder = _scenario_dir()
+    if folder is None:
+        pytest.skip("scenario set (shared/rpl) not present")
+    known = _known()
+    results = {p.relative_to(folder).as_posix(): run_one(p) for p in collect((str(folder),))}
+    assert results, f"no scenarios found in {folder}"
+    new_failures = [f"{path}: {r.status}: {r.reason}" for path, r in sorted(results.items())
+                    if r.status != "pass" and path not in known]
+    now_passing = [path for path in sorted(known)
+                   if path in results and results[path].status == "pass"]
+    missing = [path for path in sorted(known) if path not in results]
+    problems = []
+    if new_failures:
+        problems.append(f"{len(new_failures)} scenario(s) fail that are not known failures:\n  "
+                        + "\n  ".join(new_failures))
+    if now_passing:
+        problems.append(f"{len(now_passing)} known failure(s) now pass; remove them from "
+                        f"{KNOWN.name}:\n  " + "\n  ".join(now_passing))
+    if missing:
+        problems.append(f"{len(missing)} listed scenario(s) do not exist:\n  "
+                        + "\n  ".join(missing))
+    assert not problems, "\n".join(problems)
