@@ -238,9 +238,9 @@ class Resolver:
             return Outcome(q, part.rcode, part.answer, part.authority,
                            security=part.verdict.security, edes=order_edes(part.verdict.edes))
         if part.target in seen or part.target == q.qname:
-            # A loop: answer the chain as the authoritative data has it.
-            return Outcome(q, dns.rcode.NOERROR, part.answer,
-                           security=part.verdict.security, edes=order_edes(part.verdict.edes))
+            # A loop never ends in an answer: SERVFAIL, as Unbound, BIND and Knot answer.
+            return Outcome.servfail(q, Ede(
+                EdeCode.OTHER, f"CNAME/DNAME loop: {q.qname} leads back to {part.target}"))
         target = Question(part.target, q.qtype, q.qclass)
         rest = await self._resolve_hop(target, work, budget, seen | {q.qname})
         if rest.rcode == dns.rcode.SERVFAIL and rest.security is not Security.BOGUS:
