@@ -423,10 +423,16 @@ class Iterator:
         deleg = self._start(q)
         point = deleg.zone  # minimisation point: the deepest name known to exist
         minimise = self.config.qname_minimisation and not deleg.forward
+        ns_qtype = False  # minimised questions as A (RFC 9156 2.1) until a server balks
         for _ in range(self.config.max_referrals):
             ask = self._next_name(q, point) if minimise else q
+            if ask != q and ns_qtype:
+                ask = Question(ask.qname, dns.rdatatype.NS, ask.qclass)
             result, kind, edes = await self._ask_zone(deleg, ask, work)
             if result is None or result.response is None:
+                if ask != q and not ns_qtype:
+                    ns_qtype = True  # some servers answer only NS for the cut (RFC 7816)
+                    continue
                 if ask != q:
                     minimise = False  # relaxed mode: the full name may still work
                     continue
