@@ -36,7 +36,10 @@ from anchord.testbed.incident.world import default_cache_dir, world_spec
 from anchord.testbed.zones import Addresses, derive_key
 
 NTA_LIFETIME = "1d"  # what an operator types: long enough to outlast the repair
-STARTUP_LEAD = 2.5  # real seconds between launching `serve` and simulated 18:00
+NTA_LIFETIME_SECONDS = 86400
+STARTUP_LEAD = 2.5  # real seconds between launching `serve` and the clock's start
+PRIME_SECONDS = 3600.0  # simulated: 17:00-18:00 the cache is primed (every name asked once)
+PRIME_CONCURRENCY = 16
 
 
 class ReplayError(Exception):
@@ -111,13 +114,18 @@ def resolver_toml(info: dict[str, Any], opts: Options) -> str:
     # Upstream timeouts are in simulated seconds; keep at least 0.5 real seconds so a busy
     # testbed process is not taken for an unreachable one.
     timeout = min(60.0, max(1.5, round(0.5 * opts.scale, 1)))  # config allows up to 60
+    # RFC 8767's client response timer (1.8 s) is meant to be long against an upstream
+    # round trip; here a loopback resolution of a few real milliseconds lasts simulated
+    # seconds, so the timer is stretched the same way (at least 0.25 real seconds).
+    client_timeout = min(60.0, max(1.8, round(0.25 * opts.scale, 1)))
     return (
         "# Written by `anchord replay`: the resolver under test, on the replay's world.\n"
         f'[server]\nlisten = ["127.0.0.1:{res}"]\n\n'
         f"[upstream]\nport = {info['port']}\ntimeout = {timeout}\n"
         f"root_hints = {{ {hints} }}\n\n"
         f'[dnssec]\ntrust_anchors = ["{info["trust_anchor"]}"]\n\n'
-        f"[serve_stale]\nenabled = {str(opts.serve_stale).lower()}\n\n"
+        f"[serve_stale]\nenabled = {str(opts.serve_stale).lower()}\n"
+        f"client_timeout = {client_timeout}\n\n"
         f"[failure_cache]\nenabled = {str(opts.failure_cache).lower()}\n\n"
         f'[nta]\nstate_file = "nta.json"\nrecheck_interval = 300\n\n'
         f'[control]\nlisten = "127.0.0.1:{ctl}"\ntoken_file = "control.token"\n\n'
@@ -154,8 +162,10 @@ class _LogWatcher(threading.Thread):
                     how = ("recheck" if why.startswith("recheck") else
                            "expiry" if why == "expiry" else "operator")
                     self.nta_events.append((t, how, line))
-                elif re.search(r"NTA added for de\.?", line):
-                    self.nta_events.append((t, "added", line))
+                elif m2 := re.search(r"NTA added for de\.? until ([0-9.]+)", line):
+                    # The resolver's own time: expiry minus the lifetime we asked for.
+                    self.nta_events.append((float(m2.group(1)) - NTA_LIFETIME_SECONDS,
+                                            "added", line))
 
 
 def _stop(proc: subprocess.Popen[Any] | None) -> None:
@@ -169,10 +179,10 @@ def _stop(proc: subprocess.Popen[Any] | None) -> None:
         proc.wait(5)
 
 
-def add_nta_with_cli(config: Path) -> str:
+def add_nta_with_cli(config: Path) -> str:  # noqa: D103 - see docstring
     """`anchord nta add de --lifetime 1d --reason ... -c resolver.toml`: the real CLI
     command's code, run in this process (a new interpreter would cost simulated minutes)."""
-    from anchord.control.cli import nta
+    from anchord.control.cli import nta  # imported at start-up too (see _drive)
 
     out = io.StringIO()
     err = io.StringIO()
@@ -251,7 +261,7 @@ class Run:
             info = json.loads((self.world_dir / "testbed.json").read_text())
             config = self.out / "resolver.toml"
             config.write_text(resolver_toml(info, o))
-            clock = SimClock.starting_in(self.tl.start, o.scale, STARTUP_LEAD)
+            clock = SimClock.starting_in(self.tl.start - PRIME_SECONDS, o.scale, STARTUP_LEAD)
             self.clock = clock
             resolver, watcher = self.start_resolver(config, clock)
             events = EventWriter(self.out / "events.csv")
@@ -293,6 +303,7 @@ class Run:
 
     async def _drive(self, config: Path, clock: SimClock, events: EventWriter) -> Any:
         o = self.opts
+        import anchord.control.cli  # noqa: F401 - paid now, not when the NTA is due
         de_names = [f"www.c{i}.de." for i in range(o.names)]
         control = [f"h{k}.hoster.com." for k in range(o.control_names)]
         workload = Workload(de_names, control, zipf_s=o.zipf_s, seed=o.seed,
@@ -301,6 +312,13 @@ class Run:
         clients = Clients(workload, o.clients, ("127.0.0.1", res), clock, events.write,
                           seed=o.seed + 6)
         await clients.open()
+        await asyncio.sleep(max(0.0, clock.real_at(clock.start) - time.time()))
+        primed = await clients.prime(de_names + control, PRIME_CONCURRENCY)
+        late = clock.now() - self.tl.start
+        self.notes.append(f"cache primed with {len(de_names) + len(control)} names "
+                          f"({', '.join(f'{k}: {v}' for k, v in sorted(primed.items()))}) between 17:00 and {hhmm(clock.now(), True)}")
+        if late > 0:
+            self.notes.append(f"priming ran {late:.0f} simulated seconds past 18:00")
         await asyncio.sleep(max(0.0, clock.real_at(self.tl.start) - time.time()))
         end_real = clock.real_at(self.tl.end)
         tasks = [asyncio.create_task(self._timeline(config, clock))]
@@ -333,9 +351,11 @@ class Run:
         self.marks.break_at = await fault("rollover")
         if self.opts.nta:
             await self._at(clock, self.tl.nta_at)
+            asked = clock.now()
             try:
                 line = await loop.run_in_executor(None, add_nta_with_cli, config)
-                self.notes.append(line)
+                self.notes.append(f"{line} (asked at {hhmm(asked, True)}, "
+                                  f"answered at {hhmm(clock.now(), True)})")
             except ReplayError as e:
                 self.marks.nta_error = str(e)
                 self.notes.append(f"anchord nta add failed: {e}")

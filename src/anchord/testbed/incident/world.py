@@ -128,6 +128,11 @@ async def serve_world(args: argparse.Namespace) -> int:
         return 1
     save_zones_to_cache(directory / "zones", cache)
     assert tb._server is not None
+    # Index every child zone now (about 3 ms each), not on its first query: a first
+    # query that waits for it would look like a slow server to the resolver.
+    authority = tb._server.authority
+    for origin in tb.hierarchy.child_zones[:4000] if tb.hierarchy else ():
+        authority._served_zone(origin)
     counter = UpstreamCounter(tb._server.authority, directory / "upstream.csv")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
