@@ -36,6 +36,12 @@ _SECTIONS_UNSUPPORTED = frozenset({"auth-zone", "rpz", "view", "remote-control",
                                    "python", "dynlib", "cachedb"})
 
 
+# Unbound hardening switches whose default is "no"; set to "no" they change nothing
+# (anchord does not do the hardened behaviour either), set to "yes" they are unsupported.
+_DEFAULT_OFF_KEYS = frozenset({"harden-referral-path", "harden-algo-downgrade", "prefetch",
+                               "prefetch-key", "harden-below-nxdomain"})
+
+
 @dataclass(slots=True)
 class Mapped:
     config: Config
@@ -185,6 +191,16 @@ def _map_unbound_server(item: ConfigItem, mapped: Mapped) -> bool:
             # 2007 test signatures do not verify); anchord always checks.
             mapped.notes.append(f"{key}: yes in the header: anchord still verifies "
                                 "SHA-1/DSA signatures")
+    elif key == "local-zone" and value.split()[-1:] == ["nodefault"]:
+        # Removes one of Unbound's built-in local zones (test., invalid., ...), which
+        # anchord does not have: nothing to remove.
+        pass
+    elif key in _DEFAULT_OFF_KEYS and not _yes(value):
+        pass  # Unbound's default, and anchord's behaviour
+    elif key == "harden-unknown-additional":
+        # Unknown types in ADDITIONAL are dropped with "yes"; anchord never passes a
+        # server's additional section through, so either value is its behaviour.
+        pass
     elif key == "aggressive-nsec":
         cfg.cache.aggressive_nsec = _yes(value)
     elif key == "serve-expired":
