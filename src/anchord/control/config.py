@@ -143,6 +143,15 @@ class ControlConfig:
 
 
 @dataclass(slots=True)
+class FleetConfig:
+    # Many resolver instances sharing their NTAs through Redis (control/fleet.py).
+    redis_url: str = ""  # "" = off (the local nta.state_file); redis://host:6379/0
+    key_prefix: str = "anchord"  # keys <prefix>:ntas, <prefix>:version; channel <prefix>:trust
+    instance: str = ""  # this instance's name in the fleet; "" = hostname-pid
+    cache_file: str = "anchord-fleet-cache.json"  # last known state, relative to the config
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "info"
 
@@ -157,6 +166,7 @@ class Config:
     failure_cache: FailureCacheConfig = field(default_factory=FailureCacheConfig)
     nta: NtaConfig = field(default_factory=NtaConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # The folder relative paths are resolved against (the config file's own).
     base_dir: str = "."
@@ -314,6 +324,17 @@ def _validate(cfg: Config) -> None:
     except ValueError as e:
         raise ConfigError(
             f"key 'control.listen': bad address {cfg.control.listen!r}: {e}") from None
+    if cfg.fleet.redis_url and not cfg.fleet.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"key 'fleet.redis_url': {cfg.fleet.redis_url!r} is not a Redis URL "
+                          "(redis://host:port/db, rediss://... or unix:///path)")
+    if not cfg.fleet.key_prefix or any(c.isspace() for c in cfg.fleet.key_prefix):
+        raise ConfigError(f"key 'fleet.key_prefix': {cfg.fleet.key_prefix!r} must be a "
+                          "non-empty word without white space")
+    if any(c.isspace() for c in cfg.fleet.instance):
+        raise ConfigError(f"key 'fleet.instance': {cfg.fleet.instance!r} contains white space")
+    if not cfg.fleet.cache_file:
+        raise ConfigError("key 'fleet.cache_file': must name a file")
 
     for i, line in enumerate(cfg.dnssec.trust_anchors):
         try:
