@@ -127,6 +127,41 @@ class Driver:
                 self.trust.add_nta(nta)
         self._trust_changed()
 
+    def replace_ntas(self, ntas: list[NegativeAnchor]) -> bool:
+        """Make the NTAs exactly `ntas` (expired ones dropped): the fleet store's way in.
+
+        Caches are flushed below every zone that gained, lost or re-timed an NTA; a change
+        of recheck bookkeeping alone flushes nothing. on_trust_change is NOT called: the
+        change came from the shared store, and saving it back would echo it round the
+        fleet. trust_listeners (the other workers of this host) are told. Returns whether
+        anything changed."""
+        now = self.clock.now()
+        current = {n.zone: n for n in self.trust.ntas()}
+        wanted = {n.zone: n for n in ntas if n.expires_at > now}
+        changed = False
+        for zone in current.keys() - wanted.keys():
+            self.trust.remove_nta(zone)
+            self.core.forget_below(zone)
+            log.info("NTA for %s removed (fleet)", zone)
+            changed = True
+        for zone, nta in wanted.items():
+            old = current.get(zone)
+            if old == nta:
+                continue
+            changed = True
+            if old is not None and (old.added_at, old.expires_at, old.reason, old.recheck) == (
+                    nta.added_at, nta.expires_at, nta.reason, nta.recheck):
+                self.trust.update_nta(nta)  # recheck bookkeeping only: no trust change
+                continue
+            self.trust.add_nta(nta)
+            self.core.forget_below(zone)
+            log.info("NTA for %s until %.0f (fleet: %s)", zone, nta.expires_at,
+                     nta.reason or "no reason")
+        if changed:
+            for listener in list(self.trust_listeners):
+                listener(self.trust.ntas())
+        return changed
+
     def _trust_changed(self) -> None:
         if self.on_trust_change is not None:
             self.on_trust_change(self.trust.ntas())
