@@ -121,6 +121,12 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
     rcode = msg.rcode()
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         return Kind.LAME
+    # A DNAME above the name comes first: the CNAME beside it is only its synthesis
+    # (RFC 6672 5.3.1), unsigned, and what is validated is the DNAME.
+    for rrset in msg.answer:
+        if rrset.rdtype == dns.rdatatype.DNAME and q.qname.is_subdomain(rrset.name) \
+                and q.qname != rrset.name and rrset.name.is_subdomain(zone):
+            return Kind.DNAME
     for rrset in msg.answer:
         if rrset.name != q.qname:
             continue
@@ -130,10 +136,6 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
     if q.qtype != dns.rdatatype.CNAME and _owner_rrset(msg.answer, q.qname,
                                                        dns.rdatatype.CNAME):
         return Kind.CNAME
-    for rrset in msg.answer:
-        if rrset.rdtype == dns.rdatatype.DNAME and q.qname.is_subdomain(rrset.name) \
-                and q.qname != rrset.name and rrset.name.is_subdomain(zone):
-            return Kind.DNAME
     if rcode == dns.rcode.NXDOMAIN:
         return Kind.NXDOMAIN
     has_soa = any(r.rdtype == dns.rdatatype.SOA for r in msg.authority)

@@ -26,6 +26,7 @@ from anchord.core import denial
 from anchord.core.cache import (
     AnswerCache,
     AnswerEntry,
+    BoundedMap,
     DelegationCache,
     EntryState,
     FailureCache,
@@ -119,6 +120,10 @@ class Resolver:
         self.keys = KeyCache()
         self.delegations = DelegationCache()
         self.infra = InfraCache()
+        # Validated DNAME RRsets (with their RRSIGs), by owner: names below are
+        # answered by synthesis from here, as Unbound does (RFC 6672 3.2).
+        self.dnames: BoundedMap[dns.name.Name, tuple[float, Part]] = BoundedMap(
+            max(1000, config.cache.max_entries // 10))
         self.iterator = Iterator(config.upstream, clock, transport, self.delegations,
                                  self.infra, rng, self._lookup_addresses,
                                  dnssec=config.dnssec.enabled)
@@ -222,10 +227,17 @@ class Resolver:
             return Outcome.servfail(q, Ede(
                 EdeCode.OTHER,
                 f"CNAME chain to {q.qname} longer than {self.config.upstream.max_cname_chain}"))
-        za = await self.iterator.query(q, work)
-        if za.kind is Kind.FAILURE:
-            return Outcome.servfail(q, *za.edes)
-        part = await self._validate(za, work, budget)
+        part = self._dname_from_cache(q)
+        if part is None:
+            za = await self.iterator.query(q, work)
+            if za.kind is Kind.FAILURE:
+                return Outcome.servfail(q, *za.edes)
+            part = await self._validate(za, work, budget)
+            if part.verdict.security is Security.SECURE and (
+                    part.kind is Kind.DNAME or (part.kind is Kind.ANSWER
+                                                and q.qtype == dns.rdatatype.DNAME)):
+                # Only secure DNAMEs are used from the cache (Unbound's rule too).
+                self._remember_dname(part)
         if part.verdict.security is Security.BOGUS:
             return Outcome(q, part.rcode, part.answer, part.authority,
                            security=Security.BOGUS, edes=order_edes(part.verdict.edes))
@@ -234,8 +246,11 @@ class Resolver:
             # can be vouched for, so none is given; the reason travels as the EDE.
             return Outcome.servfail(q, *(order_edes(part.verdict.edes) or (Ede(
                 EdeCode.DNSSEC_INDETERMINATE, f"no validation possible for {q}"),)))
-        if part.kind not in (Kind.CNAME, Kind.DNAME) or part.target is None:
-            return Outcome(q, part.rcode, part.answer, part.authority,
+        if part.kind not in (Kind.CNAME, Kind.DNAME) or part.target is None or (
+                part.kind is Kind.DNAME and q.qtype == dns.rdatatype.CNAME):
+            # (A CNAME question is answered by the CNAME the DNAME synthesises.)
+            authority = () if part.kind is Kind.DNAME else part.authority
+            return Outcome(q, part.rcode, part.answer, authority,
                            security=part.verdict.security, edes=order_edes(part.verdict.edes))
         if part.target in seen or part.target == q.qname:
             # A loop never ends in an answer: SERVFAIL, as Unbound, BIND and Knot answer.
@@ -267,6 +282,51 @@ class Resolver:
                                  *stale.refresh_failure)
         outcome = await self._resolve_chain(q, work, budget, seen)
         return self.settle(q, outcome, stale)
+
+    # -- DNAME synthesis from the cache -----------------------------------------------------
+    def _remember_dname(self, part: Part) -> None:
+        dname = next((r for r in part.answer if r.rdtype == dns.rdatatype.DNAME), None)
+        if dname is None:
+            return
+        kept = tuple(r for r in part.answer if r.name == dname.name and (
+            r.rdtype == dns.rdatatype.DNAME or (r.rdtype == dns.rdatatype.RRSIG
+                                                and r.covers == dns.rdatatype.DNAME)))
+        self.dnames.put(dname.name, (self.clock.now(), replace(
+            part, kind=Kind.DNAME, answer=kept, authority=(), target=None)))
+
+    def _dname_from_cache(self, q: Question) -> Part | None:
+        """A cached validated DNAME above `q.qname`: its synthesised step, or None."""
+        if len(self.dnames) == 0:
+            return None
+        now = self.clock.now()
+        name = q.qname
+        while len(name) > 1:
+            name = name.parent()
+            kept = self.dnames.get(name)
+            if kept is None:
+                continue
+            stored_at, part = kept
+            elapsed = int(now) - int(stored_at)
+            ttl = min(r.ttl for r in part.answer)
+            # A TTL-0 DNAME still serves within the second after it came (Unbound's
+            # grace for TTL 0: the answer it arrived with may be re-synthesised).
+            if elapsed >= ttl and not (ttl == 0 and elapsed <= 1):
+                self.dnames.pop(name)
+                return None
+            answer = []
+            for r in part.answer:
+                copy = r.copy()
+                copy.ttl = max(0, r.ttl - elapsed)
+                answer.append(copy)
+            dname = next(r for r in answer if r.rdtype == dns.rdatatype.DNAME)
+            try:
+                target = q.qname.relativize(name).derelativize(dname[0].target)
+            except dns.name.NameTooLong:
+                return None
+            answer.append(dns.rrset.from_text_list(q.qname, dname.ttl, "IN", "CNAME",
+                                                   [target.to_text()]))
+            return replace(part, answer=tuple(answer), target=target)
+        return None
 
     # -- judging one authoritative response ---------------------------------------------------
     async def _validate(self, za: ZoneAnswer, work: Work, budget: WorkBudget) -> Part:
@@ -375,12 +435,26 @@ class Resolver:
         caps: list[int] = []
         extra: list[Ede] = []
         insecure = False
+        dname_secure = False
         proofs_needed: list[tuple[dns.name.Name, dns.name.Name, ZoneKeys]] = []
         for rrset in data:
             if rrset.rdtype == dns.rdatatype.RRSIG:
                 continue
             if rrset.rdtype == dns.rdatatype.CNAME and za.kind is Kind.DNAME:
-                continue  # synthesised from the DNAME, which is what gets checked
+                # Synthesised from the DNAME, which is what gets checked; a CNAME the
+                # server sent that says otherwise is forged (RFC 6672 5.3.1).
+                sent = _find(za.message.answer, rrset.name, dns.rdatatype.CNAME) \
+                    if za.message is not None else None
+                if sent is not None and sent[0].target != rrset[0].target:
+                    if dname_secure:
+                        # The DNAME itself is good: keep it, later names are synthesised.
+                        self._remember_dname(Part(Kind.DNAME, dns.rcode.NOERROR,
+                                                  tuple(data), (), Verdict.secure()))
+                    return Verdict.bogus(
+                        EdeCode.DNSSEC_BOGUS,
+                        f"{rrset.name}/CNAME to {sent[0].target} contradicts the DNAME "
+                        f"synthesis (to {rrset[0].target})")
+                continue
             sigs = next((s for s in data if s.rdtype == dns.rdatatype.RRSIG
                          and s.name == rrset.name and s.covers == rrset.rdtype), None)
             signer = _signer(sigs)
@@ -408,6 +482,7 @@ class Resolver:
                                    self.policy, budget)
             if not verdict.is_secure:
                 return verdict
+            dname_secure = dname_secure or rrset.rdtype == dns.rdatatype.DNAME
             if verdict.ttl_cap is not None:
                 caps.append(verdict.ttl_cap)
             assert sigs is not None
@@ -415,6 +490,13 @@ class Resolver:
             # proof: checking only the first could let a forged label count through.
             enclosers = [e for s in sigs if s.signer == signer
                          for e in [wildcard_expansion(rrset.name, s)] if e is not None]
+            if enclosers and rrset.rdtype == dns.rdatatype.DNAME:
+                # RFC 4592 4.4: a DNAME is never synthesised from a wildcard; a signature
+                # claiming so cannot be accepted (Unbound calls it bogus too).
+                return Verdict.bogus(
+                    EdeCode.DNSSEC_BOGUS,
+                    f"{rrset.name}/DNAME is signed by {signer} as a wildcard expansion "
+                    f"(RRSIG labels {min(s.labels for s in sigs)}), which DNAME cannot be")
             if enclosers:
                 proofs_needed.append((rrset.name, min(enclosers, key=len), keys))
         for owner, encloser, keys in proofs_needed:
@@ -739,5 +821,8 @@ class Resolver:
     def forget_below(self, zone: dns.name.Name) -> None:
         """Drop cached conclusions at and below `zone` (an NTA added or removed, a flush)."""
         self.answers.drop_below(zone)
+        for owner in self.dnames.keys():
+            if owner.is_subdomain(zone):
+                self.dnames.pop(owner)
         self.failures.drop_below(zone)
         self.keys.drop_below(zone)
