@@ -52,6 +52,10 @@ class Workload:
             self._cum[group] = list(itertools.accumulate(
                 1.0 / (rank ** self.zipf_s) for rank in range(1, len(order) + 1)))
 
+    def most_popular(self, group: str, fraction: float) -> list[str]:
+        order = self._order.get(group, [])
+        return order[:round(len(order) * fraction)]
+
     def pick(self, rng: random.Random) -> tuple[str, str]:
         group = "control" if self.control_names and rng.random() < self.control_share else "de"
         cum = self._cum[group]
