@@ -53,6 +53,9 @@ class Work:
     depth: int = 0
     in_progress: set[tuple[dns.name.Name, int]] = field(default_factory=set)
     upstream_sent: int = 0
+    # (zone, server) pairs whose data validated bogus for this question: not asked again
+    # for that zone (Unbound's blacklist), so a retry reaches another server.
+    exclude: set[tuple[dns.name.Name, ServerAddress]] = field(default_factory=set)
 
     def spend(self) -> bool:
         if self.upstream_left <= 0:
@@ -210,11 +213,13 @@ class Iterator:
             ok = self.config.do_ipv4
         return ok and addr.host not in self.config.do_not_query
 
-    def _ordered_servers(self, deleg: Delegation) -> list[ServerAddress]:
+    def _ordered_servers(self, deleg: Delegation, work: Work | None = None
+                         ) -> list[ServerAddress]:
         seen: set[ServerAddress] = set()
         servers = []
+        excluded = {a for z, a in work.exclude if z == deleg.zone} if work else set()
         for _, addr in deleg.addresses:
-            if addr not in seen and self._usable(addr):
+            if addr not in seen and addr not in excluded and self._usable(addr):
                 seen.add(addr)
                 servers.append(addr)
         # Lowest smoothed RTT first; a little jitter spreads load over equal servers.
@@ -231,7 +236,8 @@ class Iterator:
         """
         if deleg.configured:
             return deleg
-        if looked_up is None and any(self._usable(a) for _, a in deleg.addresses):
+        if looked_up is None and any(self._usable(a) and (deleg.zone, a) not in work.exclude
+                                     for _, a in deleg.addresses):
             return deleg
         known = {ns for ns, a in deleg.addresses if self._usable(a)}
         found: list[tuple[dns.name.Name, ServerAddress]] = []
@@ -268,7 +274,7 @@ class Iterator:
                         ) -> tuple[UpstreamResult | None, Kind, tuple[Ede, ...]]:
         """Ask the zone's servers until one gives a usable answer, or explain why none did."""
         deleg = await self._with_addresses(deleg, work)
-        servers = self._ordered_servers(deleg)
+        servers = self._ordered_servers(deleg, work)
         if not servers:
             names = ", ".join(n.to_text() for n in deleg.ns_names[:4]) or "none"
             return None, Kind.FAILURE, (Ede(
@@ -294,7 +300,7 @@ class Iterator:
             tried.update(servers)
             # Every server known so far failed: find the next name server's address.
             deleg = await self._with_addresses(deleg, work, looked_up)
-            servers = [s for s in self._ordered_servers(deleg) if s not in tried]
+            servers = [s for s in self._ordered_servers(deleg, work) if s not in tried]
         code = EdeCode.NETWORK_ERROR if network_only else EdeCode.NO_REACHABLE_AUTHORITY
         return None, Kind.FAILURE, (Ede(
             code, f"no usable answer from the servers of {deleg.zone} for {q}: "

@@ -49,7 +49,7 @@ from anchord.core.outcome import (
     combine_security,
     order_edes,
 )
-from anchord.core.ports import Clock, Transport
+from anchord.core.ports import Clock, ServerAddress, Transport
 from anchord.core.trustmap import TrustKind, TrustMap
 from anchord.core.validator import ValidatorPolicy, verify_dnskeys, verify_rrset, wildcard_expansion
 
@@ -57,6 +57,11 @@ from anchord.core.validator import ValidatorPolicy, verify_dnskeys, verify_rrset
 # set is re-examined soon (a registry may repair it); a network failure sooner still.
 BOGUS_KEYS_TTL = 30
 UNREACHABLE_KEYS_TTL = 5
+
+# Data that validates bogus is asked again of the zone's other servers, leaving out
+# each server that gave bogus data (Unbound's blacklist), at most this many more times.
+# When no other server answers, the last bogus reason stands.
+BOGUS_RETRIES = 3
 
 _DNSSEC_TYPES = (dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3)
 
@@ -233,6 +238,15 @@ class Resolver:
             if za.kind is Kind.FAILURE:
                 return Outcome.servfail(q, *za.edes)
             part = await self._validate(za, work, budget)
+            for _ in range(BOGUS_RETRIES):
+                if part.verdict.security is not Security.BOGUS or za.server is None:
+                    break
+                work.exclude.add((za.zone, za.server))
+                retry = await self.iterator.query(q, work)
+                if retry.kind is Kind.FAILURE:
+                    break  # no other server: the bogus reason stands
+                za = retry
+                part = await self._validate(za, work, budget)
             if part.verdict.security is Security.SECURE and (
                     part.kind is Kind.DNAME or (part.kind is Kind.ANSWER
                                                 and q.qtype == dns.rdatatype.DNAME)):
@@ -634,40 +648,54 @@ class Resolver:
         return await self.iterator.query(Question(name, dns.rdatatype.RdataType(rdtype)), work)
 
     async def _dnskeys(self, zone: dns.name.Name, work: Work
-                       ) -> tuple[dns.rrset.RRset | None, dns.rrset.RRset | None, ZoneKeys | None]:
+                       ) -> tuple[dns.rrset.RRset | None, dns.rrset.RRset | None,
+                                  ZoneKeys | None, tuple[dns.name.Name, ServerAddress] | None]:
+        """The zone's DNSKEY set and its RRSIGs (or why not), and who sent them."""
         za = await self._fetch(zone, dns.rdatatype.DNSKEY, work)
+        source = (za.zone, za.server) if za.server is not None else None
         now = self.clock.now()
         if za.kind is Kind.FAILURE or za.message is None:
             return None, None, ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
                 Ede(e.code, f"cannot fetch the DNSKEY set of {zone}: {e.text}") for e in za.edes),
-                expires_at=now + UNREACHABLE_KEYS_TTL)
+                expires_at=now + UNREACHABLE_KEYS_TTL), source
         keys = _find(za.message.answer, zone, dns.rdatatype.DNSKEY)
         sigs = _sigs_for(za.message.answer, zone, dns.rdatatype.DNSKEY)
         if keys is None:
             return None, None, ZoneKeys(zone, Security.BOGUS, edes=(Ede(
                 EdeCode.DNSKEY_MISSING,
                 f"zone {zone} has a DS but its servers return no DNSKEY set"),),
-                expires_at=now + BOGUS_KEYS_TTL)
-        return keys, sigs, None
+                expires_at=now + BOGUS_KEYS_TTL), source
+        return keys, sigs, None, source
 
     async def _anchor_keys(self, zone: dns.name.Name, anchor: dns.rrset.RRset | None, work: Work,
                            budget: WorkBudget) -> ZoneKeys:
         assert anchor is not None
-        keys, sigs, failed = await self._dnskeys(zone, work)
+        is_ds = anchor.rdtype == dns.rdatatype.DS
+        keys, sigs, failed, source = await self._dnskeys(zone, work)
         if failed is not None:
             return failed
         assert keys is not None
-        is_ds = anchor.rdtype == dns.rdatatype.DS
         verdict = verify_dnskeys(keys, sigs, anchor if is_ds else None,
                                  None if is_ds else anchor, zone, self.validation_time(),
                                  self.policy, budget)
+        for _ in range(BOGUS_RETRIES):
+            if not verdict.is_bogus or source is None:
+                break
+            work.exclude.add(source)
+            again, again_sigs, failed, source = await self._dnskeys(zone, work)
+            if failed is not None or again is None:
+                break  # no other server: the bogus reason stands
+            keys, sigs = again, again_sigs
+            verdict = verify_dnskeys(keys, sigs, anchor if is_ds else None,
+                                     None if is_ds else anchor, zone, self.validation_time(),
+                                     self.policy, budget)
         return ZoneKeys(zone, verdict.security,
                         keys if verdict.is_secure else None, verdict.edes,
                         self._keys_ttl(verdict.security, verdict.edes, keys.ttl,
                                        *_cap(verdict)))
 
-    async def _delegated_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget
-                              ) -> ZoneKeys:
+    async def _delegated_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget,
+                              retries: int = BOGUS_RETRIES) -> ZoneKeys:
         now = self.clock.now()
         za = self.iterator.ds_from_referral(zone) or await self._fetch(
             zone, dns.rdatatype.DS, work)
@@ -698,14 +726,32 @@ class Resolver:
                                    self.policy, budget)
             if not verdict.is_secure:
                 self.iterator.forget_referral_ds(zone)  # the retry asks the parent afresh
-                return ZoneKeys(zone, verdict.security, edes=verdict.edes,
-                                expires_at=self._keys_ttl(verdict.security, verdict.edes, ds.ttl))
-            keys, ksigs, failed = await self._dnskeys(zone, work)
+                failed_ds = ZoneKeys(zone, verdict.security, edes=verdict.edes,
+                                     expires_at=self._keys_ttl(verdict.security, verdict.edes,
+                                                               ds.ttl))
+                if verdict.is_bogus and za.server is not None and retries > 0:
+                    # Ask the parent's other servers, leaving out the one that sent it.
+                    work.exclude.add((za.zone, za.server))
+                    retried = await self._delegated_keys(zone, work, budget, retries - 1)
+                    if retried.security is not Security.INDETERMINATE:
+                        return retried
+                return failed_ds
+            keys, ksigs, failed, source = await self._dnskeys(zone, work)
             if failed is not None:
                 return failed
             assert keys is not None
             kv = verify_dnskeys(keys, ksigs, ds, None, zone, self.validation_time(),
                                 self.policy, budget)
+            for _ in range(BOGUS_RETRIES):
+                if not kv.is_bogus or source is None:
+                    break
+                work.exclude.add(source)
+                again, again_sigs, failed, source = await self._dnskeys(zone, work)
+                if failed is not None or again is None:
+                    break  # no other server: the bogus reason stands
+                keys, ksigs = again, again_sigs
+                kv = verify_dnskeys(keys, ksigs, ds, None, zone, self.validation_time(),
+                                    self.policy, budget)
             return ZoneKeys(zone, kv.security, keys if kv.is_secure else None, kv.edes,
                             self._keys_ttl(kv.security, kv.edes, ds.ttl, keys.ttl,
                                            *_cap(kv), *_cap(verdict)))
