@@ -8,10 +8,10 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 
-from anchord.testbed.replay.runner import TOLERANCES, Result
+from anchord.testbed.replay.runner import EXCLUDED_WHY, TOLERANCES, Result
 
 GROUPS = ("val", "iter", "serve", "black", "fwd", "cache", "nsec", "ede", "other")
-STATUSES = ("pass", "fail", "unsupported")
+STATUSES = ("pass", "fail", "unsupported", "excluded")
 
 # catalogue.tsv's first topic -> the report's group.
 _CATALOGUE_GROUP = {"val": "val", "iter": "iter", "serve": "serve", "black": "black",
@@ -66,13 +66,20 @@ def format_table(results: list[Result], verbose: bool = False) -> str:
             line = f"{r.status.upper():12} {Path(r.file).parent.name}/{Path(r.file).name}"
             lines.append(line + (f"  {r.reason}" if r.reason else ""))
         lines.append("")
-    lines.append(f"{'group':8} {'pass':>6} {'fail':>6} {'unsup':>6} {'total':>6}")
+    lines.append(f"{'group':8} {'pass':>6} {'fail':>6} {'unsup':>6} {'excl':>6} {'total':>6}")
     for group, counts in totals(results).items():
         if group == "total":
-            lines.append("-" * 36)
+            lines.append("-" * 43)
         lines.append(f"{group:8} {counts['pass']:6} {counts['fail']:6} "
-                     f"{counts['unsupported']:6} {sum(counts.values()):6}")
+                     f"{counts['unsupported']:6} {counts['excluded']:6} "
+                     f"{sum(counts.values()):6}")
     lines.append("")
+    dropped = [r for r in results if r.status == "excluded"]
+    if dropped:
+        lines.append(f"excluded, not counted as failures: {len(dropped)} scenario(s) whose "
+                     f"{EXCLUDED_WHY}:")
+        lines.extend(f"  - {Path(r.file).parent.name}/{Path(r.file).name}" for r in dropped)
+        lines.append("")
     lines.append("tolerances applied when comparing answers:")
     lines.extend(f"  - {t}" for t in TOLERANCES)
     return "\n".join(lines)

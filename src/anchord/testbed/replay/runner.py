@@ -46,7 +46,7 @@ class Mismatch(Exception):
 @dataclass(slots=True)
 class Result:
     file: str
-    status: str  # "pass", "fail", "unsupported"
+    status: str  # "pass", "fail", "unsupported", "excluded" (rpz / response-ip)
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     unmatched_upstream: int = 0
@@ -329,8 +329,23 @@ def precheck(scenario: Scenario) -> str | None:
     return None
 
 
+# Out of scope for anchord (issue 5): RPZ and response-IP policy. Scenarios whose config
+# uses them are reported as "excluded" and left out of the pass rates and the gate.
+EXCLUDED_WHY = "config uses rpz / response-ip (out of scope: no policy zones in anchord)"
+
+
+def excluded(scenario: Scenario) -> bool:
+    for item in scenario.config:
+        if item.section == "rpz" or item.key.startswith("response-ip") or (
+                item.key == "module-config" and "respip" in item.value.split()):
+            return True
+    return False
+
+
 def run_scenario(scenario: Scenario) -> Result:
     """Run one parsed scenario; never raises."""
+    if excluded(scenario):
+        return Result(scenario.path, "excluded", EXCLUDED_WHY)
     reason = precheck(scenario)
     mapped_reason = map_config(scenario).reason
     if reason or mapped_reason:
@@ -362,4 +377,5 @@ def run_scenario(scenario: Scenario) -> Result:
         return Result(scenario.path, "fail", f"exception {type(e).__name__}: {e}{where}")
 
 
-__all__ = ["Mismatch", "Result", "ScenarioRun", "precheck", "run_scenario"]
+__all__ = ["EXCLUDED_WHY", "Mismatch", "Result", "ScenarioRun", "excluded", "precheck",
+           "run_scenario"]
