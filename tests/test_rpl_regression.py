@@ -4,8 +4,8 @@ Every scenario must pass unless tests/rpl_known_failures.txt lists it (one line 
 file: the path relative to the scenario folder, a TAB, a one-line reason); an
 unsupported scenario counts as failing; an excluded one (its config uses rpz or
 response-ip, out of scope) counts as neither and must not be listed. A listed scenario
-that now passes fails the test too, so the list only shrinks: delete its line. Regenerate the reasons with
-`anchord rpl <folder> -v`.
+that now passes fails the test too, so the list only shrinks: delete its line.
+Regenerate the reasons with `anchord rpl <folder> -v`.
 """
 
 from __future__ import annotations
