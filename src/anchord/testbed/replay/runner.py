@@ -150,7 +150,19 @@ class ScenarioRun:
 
     async def settle(self) -> None:
         """Run the loop until nothing moves: every answer given, or all of the resolver's
-        work waiting on a held upstream query (TRAFFIC means exactly this)."""
+        work waiting on a held upstream query (TRAFFIC means exactly this).
+
+        The RFC 8767 client response timer runs on real time (the driver's); when a
+        client query waits on a held upstream query and the scenario's timer is short,
+        let it run out, so the stale answer it gives does not depend on machine speed."""
+        await self._settle()
+        stale = self.mapped.config.serve_stale
+        if stale.enabled and 0 < stale.client_timeout <= 0.1 and self.transport.pending \
+                and not all(p.task.done() for p in self.queries):
+            await asyncio.sleep(stale.client_timeout + 0.01)
+            await self._settle()
+
+    async def _settle(self) -> None:
         idle = 0
         while idle < 30:
             before = (len(self.transport.sent), len(self.finished))
