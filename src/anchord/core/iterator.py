@@ -409,6 +409,15 @@ class Iterator:
             self._referral_ds.clear()
         self._referral_ds[child] = (self.clock.now() + ttl, answer)
 
+    def remember_no_ds_proof(self, msg: dns.message.Message, child: dns.name.Name,
+                             parent: dns.name.Name, server: ServerAddress | None) -> None:
+        """A response from `parent`'s servers carried the signed NSEC/NSEC3 proof that
+        `child` is a delegation without DS (beside a CNAME into it): keep it as the
+        parent's answer to `DS child`, as for a referral. Its signatures are checked
+        when the validator uses it."""
+        if server is not None and child not in self._referral_ds:
+            self._remember_ds(msg, child, parent, server)
+
     def ds_from_referral(self, zone: dns.name.Name) -> ZoneAnswer | None:
         """The parent's DS answer (or signed no-DS proof) for `zone` if a referral
         brought one that is still fresh; the validator asks upstream otherwise.

@@ -247,6 +247,8 @@ class Resolver:
                     break  # no other server: the bogus reason stands
                 za = retry
                 part = await self._validate(za, work, budget)
+            if part.verdict.security is Security.SECURE and part.target is not None:
+                self._keep_cut_proofs(za, part.target)
             if part.verdict.security is Security.SECURE and (
                     part.kind is Kind.DNAME or (part.kind is Kind.ANSWER
                                                 and q.qtype == dns.rdatatype.DNAME)):
@@ -279,7 +281,14 @@ class Resolver:
             edes = rest.edes + order_edes(part.verdict.edes)  # "stale" stays first
         else:
             edes = order_edes(part.verdict.edes + rest.edes)
-        return Outcome(q, rest.rcode, part.answer + rest.answer, rest.authority,
+        # The hop's own proofs (a wildcard expansion, an insecure cut) stay with the
+        # answer, beside the final step's authority, as Unbound answers them.
+        own = part.authority if part.kind is Kind.CNAME else ()
+        authority = rest.authority + tuple(
+            r for r in own if not any(
+                (o.name, o.rdtype, o.covers) == (r.name, r.rdtype, r.covers)
+                for o in rest.authority))
+        return Outcome(q, rest.rcode, part.answer + rest.answer, authority,
                        security=security, edes=edes, freshness=rest.freshness)
 
     async def _resolve_hop(self, q: Question, work: Work, budget: WorkBudget,
@@ -296,6 +305,27 @@ class Resolver:
                                  *stale.refresh_failure)
         outcome = await self._resolve_chain(q, work, budget, seen)
         return self.settle(q, outcome, stale)
+
+    def _keep_cut_proofs(self, za: ZoneAnswer, target: dns.name.Name) -> None:
+        """A CNAME/DNAME into a child zone may come with the parent's signed proof that
+        the child's delegation has no DS (NSEC/NSEC3 in AUTHORITY). Keep it for the
+        child's DS question, which the zone's servers may never answer themselves."""
+        msg = za.message
+        if msg is None or not target.is_subdomain(za.zone) or target == za.zone:
+            return
+        nsecs = [r for r in msg.authority if r.rdtype == dns.rdatatype.NSEC]
+        nsec3s = [r for r in msg.authority if r.rdtype == dns.rdatatype.NSEC3]
+        if not nsecs and not nsec3s:
+            return
+        name = target
+        candidates = []
+        while len(name) > len(za.zone):
+            candidates.append(name)
+            name = name.parent()
+        for child in reversed(candidates):  # the highest cut below the zone first
+            if not denial.prove_no_ds(child, za.zone, nsecs, nsec3s, self.policy).is_bogus:
+                self.iterator.remember_no_ds_proof(msg, child, za.zone, za.server)
+                return
 
     # -- DNAME synthesis from the cache -----------------------------------------------------
     def _remember_dname(self, part: Part) -> None:
