@@ -169,6 +169,11 @@ class FastPath:
         self.stats = stats
         self.max_entries = max_entries
         self.table: dict[Key, FastEntry] = {}
+        # Exact query bytes after the ID -> (key, end of question): clients repeat the
+        # same bytes, so most packets skip even the small parser (fast_key is a pure
+        # function of wire[2:]). Bounded like the table.
+        self.shapes: dict[bytes, tuple[Key, int] | None] = {}
+        self._now = self.clock.now
         self.generation = self.trust.generation
         self.hits = 0
         self.learned = 0
@@ -190,6 +195,19 @@ class FastPath:
         self.table.clear()
 
     # -- the hot path -------------------------------------------------------------------
+    def key_of(self, wire: bytes) -> tuple[Key, int] | None:
+        """fast_key(wire), remembered by the packet's bytes after the ID."""
+        shape = wire[2:]
+        try:
+            return self.shapes[shape]
+        except KeyError:
+            pass
+        found = fast_key(wire)
+        if len(self.shapes) >= self.max_entries:
+            self.shapes.clear()
+        self.shapes[shape] = found
+        return found
+
     def answer(self, key: Key, qend: int, wire: bytes) -> bytes | None:
         """The reply for a keyed query from the table, counted in the stats; or None."""
         if self.trust.generation != self.generation:
@@ -199,7 +217,7 @@ class FastPath:
         entry = self.table.get(key)
         if entry is None:
             return None
-        now = self.clock.now()
+        now = self._now()
         if now >= entry.expires_at:
             del self.table[key]
             return None

@@ -297,6 +297,7 @@ class Frontend:
         fast = self.fast
         allowed = self.acl._cache  # filled by the full path's ACL check: True = allowed
         udp_packet = self._udp_packet
+        key_of = fast.key_of if fast is not None else fast_key
 
         class _Udp(asyncio.DatagramProtocol):
             transport: asyncio.DatagramTransport
@@ -313,7 +314,7 @@ class Frontend:
                     # then the table of pre-rendered answers.
                     if allowed.get(addr[0]):
                         try:
-                            found = fast_key(data)
+                            found = key_of(data)
                             if found is not None:
                                 reply = fast.answer(found[0], found[1], data)
                                 if reply is not None:
