@@ -46,7 +46,8 @@ def hierarchy() -> Hierarchy:
 
 def make_world(h: Hierarchy) -> World:
     cfg = config_for(h)
-    cfg.upstream.stub_zones = {"lame.test.": ["127.53.3.1"], "dead.test.": [DEAD]}
+    cfg.upstream.stub_zones = {"lame.test.": ["127.53.0.1"], "refused.test.": ["127.53.3.1"],
+                              "dead.test.": [DEAD]}
     cfg.dnssec.insecure_zones = ["test."]
     w = World(h, cfg)
     w.transport = NetworkErrors(w.transport)  # type: ignore[assignment]
@@ -76,7 +77,8 @@ PATHS = [
      "SERVFAIL", 22, ["c1.de", "www.c1.de", "timed out"]),
     ("www.c2.de.", lambda w: fault(w, "c2.de.", FaultKind.SERVFAIL),
      "SERVFAIL", 22, ["c2.de", "www.c2.de", "SERVFAIL"]),
-    ("www.lame.test.", lambda w: None, "SERVFAIL", 22, ["lame.test", "REFUSED"]),
+    ("www.lame.test.", lambda w: None, "SERVFAIL", 22, ["lame.test", "lame"]),
+    ("www.refused.test.", lambda w: None, "SERVFAIL", 22, ["refused.test", "REFUSED"]),
     ("www.dead.test.", lambda w: None, "SERVFAIL", 23, ["dead.test", "www.dead.test"]),
     ("www.bogus.de.", lambda w: None, "SERVFAIL", 6, ["bogus.de", "key tag"]),
     ("www.expired.de.", lambda w: None, "SERVFAIL", 7, ["expired.de", "key tag"]),

@@ -23,7 +23,7 @@ import dns.rdatatype
 import dns.rrset
 
 from anchord.control.config import UpstreamConfig, parse_endpoint
-from anchord.core.cache import Delegation, DelegationCache, InfraCache
+from anchord.core.cache import BoundedMap, Delegation, DelegationCache, InfraCache
 from anchord.core.outcome import Ede, EdeCode, Question
 from anchord.core.ports import Clock, ServerAddress, Transport, UpstreamError, UpstreamResult
 
@@ -160,6 +160,21 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
     return Kind.LAME
 
 
+def _soa_above(msg: dns.message.Message, zone: dns.name.Name) -> bool:
+    for rrset in msg.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return not rrset.name.is_subdomain(zone)
+    return False
+
+
+def _interior_ttl(msg: dns.message.Message) -> int:
+    """How long a minimised probe's answer ("this name exists, it is no cut") holds."""
+    ttls: list[int] = [int(r.ttl) for r in msg.answer] + [
+        min(int(r.ttl), int(r[0].minimum)) for r in msg.authority
+        if r.rdtype == dns.rdatatype.SOA]
+    return max(0, min([*ttls, 3600]))
+
+
 class Iterator:
     def __init__(
         self,
@@ -180,6 +195,11 @@ class Iterator:
         self.rng = rng
         self.lookup_addresses = lookup_addresses
         self.dnssec = dnssec
+        # Names a minimised probe found to exist without being a zone cut, per the zone
+        # whose servers said so: later questions skip the probe (RFC 9156 section 2.3
+        # leaves caching to the resolver; without it every name re-asks "de. A").
+        self._interior: BoundedMap[dns.name.Name, tuple[dns.name.Name, float]] = \
+            BoundedMap(100_000)
         # DS sets (or signed proofs of no DS) that came with referrals, by child zone:
         # the answer to the DS query the validator is about to ask (Unbound does the same).
         self._referral_ds: dict[dns.name.Name, tuple[float, ZoneAnswer]] = {}
@@ -338,6 +358,13 @@ class Iterator:
             if deleg.forward and kind is Kind.LAME and result.response.rcode() in (
                     dns.rcode.NOERROR,):
                 kind = Kind.NODATA
+            if not deleg.forward and kind in (Kind.NXDOMAIN, Kind.NODATA) \
+                    and _soa_above(result.response, deleg.zone):
+                # A denial from a zone above the one delegated to: the server serves
+                # the parent, not the zone we were sent to. Lame for this zone.
+                problems.append(f"{server} is lame: it answered from a zone above "
+                                f"{deleg.zone}")
+                continue
             if kind is Kind.LAME:
                 problems.append(f"{server} answered {dns.rcode.to_text(result.response.rcode())}"
                                 f"{' without authority' if result.response.rcode() == 0 else ''}")
@@ -436,12 +463,26 @@ class Iterator:
     def forget_referral_ds(self, zone: dns.name.Name) -> None:
         self._referral_ds.pop(zone, None)
 
+    def _skip_known_interior(self, q: Question, point: dns.name.Name,
+                             zone: dns.name.Name) -> dns.name.Name:
+        now = self.clock.now()
+        while True:
+            nxt = self._next_name(q, point)
+            if nxt == q:
+                return point
+            known = self._interior.get(nxt.qname)
+            if known is None or known[0] != zone or known[1] <= now:
+                return point
+            point = nxt.qname
+
     async def query(self, q: Question, work: Work) -> ZoneAnswer:
         deleg = self._start(q)
         point = deleg.zone  # minimisation point: the deepest name known to exist
         minimise = self.config.qname_minimisation and not deleg.forward
         ns_qtype = False  # minimised questions as A (RFC 9156 2.1) until a server balks
         for _ in range(self.config.max_referrals):
+            if minimise:
+                point = self._skip_known_interior(q, point, deleg.zone)
             ask = self._next_name(q, point) if minimise else q
             if ask != q and ns_qtype:
                 ask = Question(ask.qname, dns.rdatatype.NS, ask.qclass)
@@ -474,6 +515,8 @@ class Iterator:
                     minimise = False  # relaxed: a broken empty non-terminal must not stop us
                     continue
                 point = ask.qname  # the name exists and is no cut: go one label deeper
+                self._interior.put(point, (deleg.zone,
+                                           self.clock.now() + _interior_ttl(msg)))
                 continue
             return ZoneAnswer(kind, q, deleg.zone, msg, server=result.server)
         return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=(Ede(
