@@ -17,7 +17,7 @@ from dataclasses import replace
 import dns.name
 
 from anchord.control.config import Config
-from anchord.core.cache import EntryState
+from anchord.core.cache import EntryState, stale_outcome
 from anchord.core.outcome import Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
 from anchord.core.resolution import Resolver
@@ -84,13 +84,14 @@ class Driver:
             self._inflight[question] = task
             task.add_done_callback(self._forget_inflight(question))
         stale_cfg = self.config.serve_stale
-        if entry is not None and entry.state(now) is EntryState.STALE and stale_cfg.enabled \
-                and stale_cfg.client_timeout > 0:
-            done, _ = await asyncio.wait({task}, timeout=self._real(stale_cfg.client_timeout))
+        if entry is not None and entry.state(now) is EntryState.STALE and stale_cfg.enabled:
+            # RFC 8767 client response timer: answer stale when the refresh is not done
+            # in time and keep refreshing; 0 answers stale at once (Unbound's meaning).
+            done: set[asyncio.Task[Outcome]] = set()
+            if stale_cfg.client_timeout > 0:
+                done, _ = await asyncio.wait({task},
+                                             timeout=self._real(stale_cfg.client_timeout))
             if not done:
-                # RFC 8767 client response timer: answer stale now, keep refreshing.
-                from anchord.core.cache import stale_outcome
-
                 return stale_outcome(entry, stale_cfg.stale_ttl)
         return await asyncio.shield(task)
 
