@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from anchord.testbed.incident.timeline import SCENARIOS
+
+if TYPE_CHECKING:
+    from anchord.testbed.incident.run import Options
 
 
 @click.command()
@@ -81,7 +86,7 @@ def replay(scenario: str, out: Path, names: int, clients: int, minutes_per_hour:
     click.echo(f"report: {out / 'report.html'} (wall time {summary['wall_seconds']} s)")
 
 
-VARIANTS = (
+VARIANTS: tuple[tuple[str, dict[str, bool]], ...] = (
     ("default", {}),
     ("no-serve-stale", {"serve_stale": False}),
     ("no-nta", {"nta": False}),
@@ -89,7 +94,5 @@ VARIANTS = (
 )
 
 
-def _replace(opts: object, **changes: object) -> object:
-    import dataclasses
-
-    return dataclasses.replace(opts, **changes)  # type: ignore[type-var]
+def _replace(opts: Options, **changes: Any) -> Options:
+    return dataclasses.replace(opts, **changes)

@@ -86,7 +86,7 @@ def _setup(ax: Any, title: str, marks: list[tuple[str, float]], ylabel: str) -> 
 
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))  # type: ignore[no-untyped-call]
     ax.grid(alpha=0.3)
     colors = {"break": "red", "NTA": "green", "repair": "blue", "NTA removed": "purple"}
     for label, t in marks:
@@ -177,15 +177,15 @@ def charts(out: Path, events: list[Event], upstream: list[Upstream],
     return made
 
 
-DEFINITIONS = """
+DEFINITIONS = f"""
 <ul>
 <li>Shares count each client question once, at its first attempt; retries after SERVFAIL
 (up to 3) are in the client volume chart.</li>
 <li>Chart 2 counts a stale answer (EDE 3 or 19) as not an answer: what clients would have
 seen without serve-stale.</li>
-<li>Times are simulated UTC on 2026-05-05; bins of %d simulated minutes.</li>
+<li>Times are simulated UTC on 2026-05-05; bins of {BIN_MINUTES} simulated minutes.</li>
 </ul>
-""" % BIN_MINUTES
+"""
 
 
 def write_report(out: Path, summary: dict[str, Any], tl: Timeline | None = None) -> Path:

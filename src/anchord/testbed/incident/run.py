@@ -8,7 +8,6 @@ import contextlib
 import errno
 import io
 import json
-import os
 import re
 import shutil
 import socket
@@ -196,7 +195,8 @@ def add_nta_with_cli(config: Path) -> str:  # noqa: D103 - see docstring
             nta.main(args, prog_name="anchord nta", standalone_mode=False)
     except SystemExit as e:
         if e.code:
-            raise ReplayError(err.getvalue().strip() or f"anchord nta add exited {e.code}")
+            raise ReplayError(err.getvalue().strip()
+                              or f"anchord nta add exited {e.code}") from None
     return out.getvalue().strip()
 
 
@@ -228,7 +228,8 @@ class Run:
         if line != "ready":
             _stop(proc)
             tail = (self.out / "world.log").read_text().strip().splitlines()[-1:] or [""]
-            raise ReplayError(f"the testbed did not start: {line.removeprefix('error: ') or tail[0]}")
+            why = line.removeprefix("error: ") or tail[0]
+            raise ReplayError(f"the testbed did not start: {why}")
         return proc
 
     def start_resolver(self, config: Path, clock: SimClock) -> tuple[subprocess.Popen[str],
@@ -285,7 +286,8 @@ class Run:
         summary = self.summarize()
         summary["wall_seconds"] = round(time.time() - wall0, 1)
         summary["settings"] = {
-            "names": o.names, "clients": o.clients, "minutes_per_hour": round(o.minutes_per_hour, 4),
+            "names": o.names, "clients": o.clients,
+            "minutes_per_hour": round(o.minutes_per_hour, 4),
             "scale": round(o.scale, 2), "rate_per_real_second": o.rate,
             "control_names": o.control_names, "zipf_s": o.zipf_s,
             "serve_stale": o.serve_stale, "nta": o.nta, "failure_cache": o.failure_cache,

@@ -100,7 +100,8 @@ class UpstreamCounter:
             self.rows.append(
                 f"{time.time():.4f},{address},{zone.to_text() if zone else ''},"
                 f"{q.name.to_text()},{dns.rdatatype.to_text(q.rdtype)}\n")
-        return self.inner(query, address)
+        response: dns.message.Message | None = self.inner(query, address)
+        return response
 
     def flush(self) -> None:
         if self.rows:
