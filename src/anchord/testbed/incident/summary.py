@@ -114,7 +114,17 @@ def summarize(events: list[Event], upstream: list[Upstream], marks: Marks, tl: T
         "upstream_queries_per_failing_name_per_30s":
             upstream_per_failing_name(de, upstream, brk, incident_end),
         "timeouts": sum(1 for e in events if e.rcode == "TIMEOUT"),
+        # Real milliseconds: at scale S one real ms is S simulated ms, so a slow resolver
+        # shifts answers in simulated time (events are stamped when the query was sent).
+        "client_rtt_ms_p99": _p99([e.rtt_ms for e in events]),
     }
+
+
+def _p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1)
 
 
 def upstream_per_failing_name(de: list[Event], upstream: list[Upstream], lo: float,
@@ -162,6 +172,7 @@ def table(summary: dict[str, Any]) -> str:
         ("upstream queries", str(summary["upstream_queries"])),
         ("upstream per failing name per 30 s (max)",
          str(summary["upstream_queries_per_failing_name_per_30s"])),
+        ("client RTT p99 (real ms)", str(summary.get("client_rtt_ms_p99"))),
     ]
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a.ljust(width)}  {b}".rstrip() for a, b in rows)
