@@ -61,3 +61,16 @@ def test_command_writes_report(tmp_path: Path) -> None:
     assert data["results"][0]["status"] == "pass"
     assert data["totals"]["total"]["pass"] == 1
     assert "iter" in res.output
+
+
+def test_aggressive_nsec_synthesises_denials_and_is_a_config_choice() -> None:
+    """RFC 8198: with aggressive-nsec the second NXDOMAIN is proven from the cached NSECs
+    (nothing scripted answers it); with it off the same scenario goes upstream and fails."""
+    path = RPL / "unbound" / "val_negcache_nxdomain.rpl"
+    if not path.exists():
+        pytest.skip("scenario set not present")
+    text = path.read_text()
+    assert run_scenario(parse_text(text, str(path))).status == "pass"
+    off = text.replace("aggressive-nsec: yes", "aggressive-nsec: no")
+    result = run_scenario(parse_text(off, str(path)))
+    assert result.status == "fail" and "step 30" in result.reason, result.reason

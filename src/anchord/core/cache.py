@@ -328,3 +328,87 @@ class InfraCache:
     def timed_out(self, server: ServerAddress) -> None:
         old = self.srtt(server)
         self._srtt.put(server, min(120.0, old * 2 + self.TIMEOUT_PENALTY))
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRRset:
+    """A validated RRset with its RRSIGs, as it arrived, and until when it may be used."""
+
+    rrset: dns.rrset.RRset
+    sigs: dns.rrset.RRset | None
+    stored_at: float
+    expires_at: float
+
+    def aged(self, now: float) -> tuple[dns.rrset.RRset, ...]:
+        elapsed = int(now - self.stored_at)
+        out = []
+        for r in (self.rrset, self.sigs):
+            if r is None:
+                continue
+            copy = r.copy()
+            copy.ttl = max(0, r.ttl - elapsed)
+            out.append(copy)
+        return tuple(out)
+
+
+class DenialStore:
+    """Validated NSEC/NSEC3 records and SOAs per signed zone (RFC 8198 aggressive use).
+
+    Only records whose signatures verified with the zone's secure keys are put here; the
+    resolver proves new denials from them without asking upstream, until they expire
+    (their TTL, capped by the SOA's negative TTL when the SOA came with them, RFC 9077).
+    """
+
+    def __init__(self, limit: int = 10_000, per_zone: int = 2_000) -> None:
+        self.per_zone = per_zone
+        self._zones: BoundedMap[dns.name.Name,
+                                dict[tuple[dns.name.Name, int], KeptRRset]] = BoundedMap(limit)
+        self._soas: BoundedMap[dns.name.Name, KeptRRset] = BoundedMap(limit)
+
+    def add(self, zone: dns.name.Name, kept: KeptRRset) -> None:
+        records = self._zones.get(zone)
+        if records is None:
+            records = {}
+            self._zones.put(zone, records)
+        if len(records) >= self.per_zone:
+            now = kept.stored_at
+            for key in [k for k, v in records.items() if v.expires_at <= now]:
+                del records[key]
+            if len(records) >= self.per_zone:
+                records.pop(next(iter(records)))
+        records[(kept.rrset.name, int(kept.rrset.rdtype))] = kept
+
+    def add_soa(self, zone: dns.name.Name, kept: KeptRRset) -> None:
+        self._soas.put(zone, kept)
+
+    def soa(self, zone: dns.name.Name, now: float) -> KeptRRset | None:
+        kept = self._soas.get(zone)
+        return kept if kept is not None and now < kept.expires_at else None
+
+    def zone_for(self, name: dns.name.Name) -> dns.name.Name | None:
+        """The deepest zone at or above `name` with records kept."""
+        if len(self._zones) == 0:
+            return None
+        current = name
+        while True:
+            if self._zones.get(current):
+                return current
+            if len(current) <= 1:
+                return None
+            current = current.parent()
+
+    def records(self, zone: dns.name.Name, now: float) -> list[KeptRRset]:
+        records = self._zones.get(zone) or {}
+        return [k for k in records.values() if now < k.expires_at]
+
+    def drop_below(self, zone: dns.name.Name) -> None:
+        for key in self._zones.keys():
+            if key.is_subdomain(zone):
+                self._zones.pop(key)
+        for key in self._soas.keys():
+            if key.is_subdomain(zone):
+                self._soas.pop(key)
+
+    def clear(self) -> None:
+        self._zones.clear()
+        self._soas.clear()

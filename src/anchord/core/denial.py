@@ -18,7 +18,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 import dns.dnssec
 import dns.name
@@ -454,3 +454,41 @@ def prove_wildcard_answer(
 
     claim = f"that the wildcard answer for {_name(qname)} is allowed"
     return _prove(zone, claim, nsecs, nsec3s, policy, by_nsec, by_nsec3)
+
+
+T = TypeVar("T")
+
+
+def relevant_records(qname: dns.name.Name, zone: dns.name.Name, items: Sequence[T],
+                     rrset_of: Callable[[T], dns.rrset.RRset]) -> list[T]:
+    """The items whose NSEC/NSEC3 RRset matches or covers qname, one of its ancestors
+    within `zone`, or the wildcard below one of them: every record a denial of qname
+    can need (RFC 8198 synthesis picks its proof from these)."""
+    names: list[dns.name.Name] = []
+    name = qname
+    while True:
+        names.append(name)
+        names.append(_wildcard(name))
+        if name == zone or len(name) <= 1 or not name.is_subdomain(zone):
+            break
+        name = name.parent()
+    chains: dict[tuple[int, bytes], _Chain] = {}
+    out: list[T] = []
+    for item in items:
+        rrset = rrset_of(item)
+        if rrset.rdtype == dns.rdatatype.NSEC:
+            records = _nsecs_of(zone, [rrset])
+            if any(r.owner == n or r.covers(n) or r.is_empty_non_terminal(n)
+                   for r in records for n in names):
+                out.append(item)
+        elif rrset.rdtype == dns.rdatatype.NSEC3:
+            single = _chain_of(zone, [rrset])
+            if single is None:
+                continue
+            params = (single.iterations, single.salt)
+            chain = chains.setdefault(params, _Chain(zone, single.iterations, single.salt, []))
+            single._hashes = chain._hashes  # share the hashing work
+            if any(single.match(n) is not None or single.cover(n) is not None
+                   for n in names):
+                out.append(item)
+    return out

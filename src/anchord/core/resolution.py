@@ -28,9 +28,11 @@ from anchord.core.cache import (
     AnswerEntry,
     BoundedMap,
     DelegationCache,
+    DenialStore,
     EntryState,
     FailureCache,
     InfraCache,
+    KeptRRset,
     KeyCache,
     ZoneKeys,
     aged_outcome,
@@ -125,6 +127,8 @@ class Resolver:
         self.keys = KeyCache()
         self.delegations = DelegationCache()
         self.infra = InfraCache()
+        # Validated NSEC/NSEC3 records and SOAs, for RFC 8198 aggressive use.
+        self.denials = DenialStore()
         # Validated DNAME RRsets (with their RRSIGs), by owner: names below are
         # answered by synthesis from here, as Unbound does (RFC 6672 3.2).
         self.dnames: BoundedMap[dns.name.Name, tuple[float, Part]] = BoundedMap(
@@ -232,7 +236,7 @@ class Resolver:
             return Outcome.servfail(q, Ede(
                 EdeCode.OTHER,
                 f"CNAME chain to {q.qname} longer than {self.config.upstream.max_cname_chain}"))
-        part = self._dname_from_cache(q)
+        part = self._dname_from_cache(q) or self._denial_from_cache(q)
         if part is None:
             za = await self.iterator.query(q, work)
             if za.kind is Kind.FAILURE:
@@ -371,6 +375,61 @@ class Resolver:
                                                    [target.to_text()]))
             return replace(part, answer=tuple(answer), target=target)
         return None
+
+    # -- denial synthesis from validated NSEC/NSEC3 (RFC 8198) ---------------------------------
+    def _denial_from_cache(self, q: Question) -> Part | None:
+        """NXDOMAIN or NODATA for `q` proven from kept NSEC/NSEC3 records of a zone whose
+        keys are (still) known secure, with the zone's kept SOA; None when not provable.
+
+        Only secure proofs are used: an opt-out span or too many NSEC3 iterations proves
+        nothing here, so the question goes upstream as usual.
+        """
+        if not (self.config.cache.aggressive_nsec and self.config.dnssec.enabled):
+            return None
+        now = self.clock.now()
+        point = self.trust.closest(q.qname, now)
+        if point is None or point.kind is not TrustKind.ANCHOR:
+            return None
+        # A DS record is the parent's: its denial comes from the zone above the name.
+        start = q.qname.parent() if q.qtype == dns.rdatatype.DS and len(q.qname) > 1 \
+            else q.qname
+        zone = self.denials.zone_for(start)
+        if zone is None or not zone.is_subdomain(point.zone):
+            return None
+        keys = self.keys.get(zone, now)
+        soa = self.denials.soa(zone, now)
+        if keys is None or keys.security is not Security.SECURE or soa is None:
+            return None
+        kept = self.denials.records(zone, now)
+        if not kept:
+            return None
+
+        def proves(records: list[KeptRRset]) -> Kind | None:
+            nsecs = [k.rrset for k in records if k.rrset.rdtype == dns.rdatatype.NSEC]
+            nsec3s = [k.rrset for k in records if k.rrset.rdtype == dns.rdatatype.NSEC3]
+            if denial.prove_nxdomain(
+                    q.qname, zone, nsecs, nsec3s, self.policy).is_secure:
+                return Kind.NXDOMAIN
+            if denial.prove_nodata(q.qname, q.qtype, zone, nsecs, nsec3s,
+                                   self.policy).is_secure:
+                return Kind.NODATA
+            return None
+
+        records = denial.relevant_records(q.qname, zone, kept, lambda k: k.rrset)
+        kind = proves(records)
+        if kind is None:
+            return None
+        # The smallest set that still proves it, as the zone's server would have sent.
+        for k in list(records):
+            fewer = [r for r in records if r is not k]
+            if proves(fewer) is kind:
+                records = fewer
+        authority: list[dns.rrset.RRset] = []
+        for k in records:
+            authority.extend(k.aged(now))
+        authority.extend(soa.aged(now))
+        rcode = dns.rcode.NXDOMAIN if kind is Kind.NXDOMAIN else dns.rcode.NOERROR
+        return Part(kind, rcode, (), tuple(authority), Verdict.secure())
 
     # -- judging one authoritative response ---------------------------------------------------
     async def _validate(self, za: ZoneAnswer, work: Work, budget: WorkBudget) -> Part:
@@ -575,7 +634,22 @@ class Resolver:
             if not verdict.is_secure:
                 continue
             (nsecs if rrset.rdtype == dns.rdatatype.NSEC else nsec3s).append(rrset)
+            self._keep_denial(rrset, sigs, authority, verdict)
         return nsecs, nsec3s, None
+
+    def _keep_denial(self, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None,
+                     authority: tuple[dns.rrset.RRset, ...], verdict: Verdict) -> None:
+        """Keep a validated NSEC/NSEC3 RRset for aggressive use (RFC 8198), its lifetime
+        capped by the negative TTL of the SOA that came with it (RFC 9077) and by its
+        signatures' expiry."""
+        if not self.config.cache.aggressive_nsec or sigs is None or len(sigs) == 0:
+            return
+        ttls = [int(rrset.ttl), *_cap(verdict)]
+        for r in authority:
+            if r.rdtype == dns.rdatatype.SOA:
+                ttls += [int(r.ttl), int(r[0].minimum)]
+        now = self.clock.now()
+        self.denials.add(sigs[0].signer, KeptRRset(rrset, sigs, now, now + min(ttls)))
 
     async def _judge_denial(self, za: ZoneAnswer, authority: tuple[dns.rrset.RRset, ...],
                             work: Work, budget: WorkBudget) -> Verdict:
@@ -607,6 +681,12 @@ class Resolver:
                                    budget)
             if verdict.is_bogus:
                 return verdict
+            if verdict.is_secure and self.config.cache.aggressive_nsec:
+                now = self.clock.now()
+                soa_sigs = _sigs_for(list(authority), soa.name, dns.rdatatype.SOA)
+                self.denials.add_soa(soa.name, KeptRRset(
+                    soa, soa_sigs, now,
+                    now + min(int(soa.ttl), int(soa[0].minimum), *_cap(verdict))))
         nsecs, nsec3s, bad = self._verified_denial(authority, keys, budget)
         if bad is not None:
             return bad
@@ -902,3 +982,4 @@ class Resolver:
                 self.dnames.pop(owner)
         self.failures.drop_below(zone)
         self.keys.drop_below(zone)
+        self.denials.drop_below(zone)
