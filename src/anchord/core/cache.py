@@ -364,6 +364,9 @@ class DenialStore:
         self._zones: BoundedMap[dns.name.Name,
                                 dict[tuple[dns.name.Name, int], KeptRRset]] = BoundedMap(limit)
         self._soas: BoundedMap[dns.name.Name, KeptRRset] = BoundedMap(limit)
+        # Validated wildcard RRsets (owner `*.<encloser>`), by (owner, type).
+        self._wildcards: BoundedMap[tuple[dns.name.Name, int], KeptRRset] = \
+            BoundedMap(limit)
 
     def add(self, zone: dns.name.Name, kept: KeptRRset) -> None:
         records = self._zones.get(zone)
@@ -377,6 +380,15 @@ class DenialStore:
             if len(records) >= self.per_zone:
                 records.pop(next(iter(records)))
         records[(kept.rrset.name, int(kept.rrset.rdtype))] = kept
+
+    def add_wildcard(self, kept: KeptRRset) -> None:
+        self._wildcards.put((kept.rrset.name, int(kept.rrset.rdtype)), kept)
+
+    def wildcard(self, owner: dns.name.Name, rdtype: int, now: float) -> KeptRRset | None:
+        if len(self._wildcards) == 0:
+            return None
+        kept = self._wildcards.get((owner, int(rdtype)))
+        return kept if kept is not None and now < kept.expires_at else None
 
     def add_soa(self, zone: dns.name.Name, kept: KeptRRset) -> None:
         self._soas.put(zone, kept)
@@ -408,7 +420,11 @@ class DenialStore:
         for key in self._soas.keys():
             if key.is_subdomain(zone):
                 self._soas.pop(key)
+        for wkey in self._wildcards.keys():
+            if wkey[0].is_subdomain(zone):
+                self._wildcards.pop(wkey)
 
     def clear(self) -> None:
         self._zones.clear()
         self._soas.clear()
+        self._wildcards.clear()

@@ -90,6 +90,12 @@ def _signer(sigs: dns.rrset.RRset | None) -> dns.name.Name | None:
     return sigs[0].signer  # type: ignore[no-any-return]
 
 
+def _renamed(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:
+    out = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype, rrset.covers)
+    out.update(rrset)
+    return out
+
+
 def _cap(verdict: Verdict) -> tuple[int, ...]:
     """The verdict's signature-expiry cap as a TTL candidate (0 is a real cap)."""
     return () if verdict.ttl_cap is None else (verdict.ttl_cap,)
@@ -397,8 +403,7 @@ class Resolver:
         if zone is None or not zone.is_subdomain(point.zone):
             return None
         keys = self.keys.get(zone, now)
-        soa = self.denials.soa(zone, now)
-        if keys is None or keys.security is not Security.SECURE or soa is None:
+        if keys is None or keys.security is not Security.SECURE:
             return None
         kept = self.denials.records(zone, now)
         if not kept:
@@ -416,9 +421,10 @@ class Resolver:
             return None
 
         records = denial.relevant_records(q.qname, zone, kept, lambda k: k.rrset)
-        kind = proves(records)
-        if kind is None:
-            return None
+        soa = self.denials.soa(zone, now)
+        kind = proves(records) if soa is not None else None
+        if soa is None or kind is None:
+            return self._wildcard_from_cache(q, zone, records, now)
         # The smallest set that still proves it, as the zone's server would have sent.
         for k in list(records):
             fewer = [r for r in records if r is not k]
@@ -430,6 +436,50 @@ class Resolver:
         authority.extend(soa.aged(now))
         rcode = dns.rcode.NXDOMAIN if kind is Kind.NXDOMAIN else dns.rcode.NOERROR
         return Part(kind, rcode, (), tuple(authority), Verdict.secure())
+
+    def _wildcard_from_cache(self, q: Question, zone: dns.name.Name,
+                             records: list[KeptRRset], now: float) -> Part | None:
+        """An answer expanded from a kept validated wildcard, when kept NSEC/NSEC3
+        records prove that the next closer name does not exist (RFC 8198 5.3)."""
+        if len(q.qname) <= len(zone):
+            return None
+        encloser = q.qname.parent()
+        while encloser.is_subdomain(zone):
+            owner = dns.name.from_text("*", encloser)
+            wild = self.denials.wildcard(owner, q.qtype, now)
+            if wild is None and q.qtype != dns.rdatatype.CNAME:
+                wild = self.denials.wildcard(owner, dns.rdatatype.CNAME, now)
+            if wild is not None:
+                return self._expand_kept(q, zone, encloser, wild, records, now)
+            if encloser == zone:
+                break
+            encloser = encloser.parent()
+        return None
+
+    def _expand_kept(self, q: Question, zone: dns.name.Name, encloser: dns.name.Name,
+                     wild: KeptRRset, records: list[KeptRRset], now: float) -> Part | None:
+        next_closer = q.qname.split(len(encloser) + 1)[1]
+
+        def allowed(kept: list[KeptRRset]) -> bool:
+            nsecs = [k.rrset for k in kept if k.rrset.rdtype == dns.rdatatype.NSEC]
+            nsec3s = [k.rrset for k in kept if k.rrset.rdtype == dns.rdatatype.NSEC3]
+            # Neither qname nor anything between it and the encloser exists.
+            return all(denial.prove_wildcard_answer(
+                name, encloser, zone, nsecs, nsec3s, self.policy).is_secure
+                for name in (q.qname, next_closer))
+
+        if not allowed(records):
+            return None
+        used = list(records)
+        for k in list(used):
+            fewer = [r for r in used if r is not k]
+            if allowed(fewer):
+                used = fewer
+        answer = tuple(_renamed(r, q.qname) for r in wild.aged(now))
+        authority = tuple(r for k in used for r in k.aged(now))
+        is_cname = wild.rrset.rdtype == dns.rdatatype.CNAME and q.qtype != dns.rdatatype.CNAME
+        return Part(Kind.CNAME if is_cname else Kind.ANSWER, dns.rcode.NOERROR, answer,
+                    authority, Verdict.secure(), wild.rrset[0].target if is_cname else None)
 
     # -- judging one authoritative response ---------------------------------------------------
     async def _validate(self, za: ZoneAnswer, work: Work, budget: WorkBudget) -> Part:
@@ -539,7 +589,8 @@ class Resolver:
         extra: list[Ede] = []
         insecure = False
         dname_secure = False
-        proofs_needed: list[tuple[dns.name.Name, dns.name.Name, ZoneKeys]] = []
+        proofs_needed: list[tuple[dns.rrset.RRset, dns.rrset.RRset, dns.name.Name,
+                                  ZoneKeys]] = []
         for rrset in data:
             if rrset.rdtype == dns.rdatatype.RRSIG:
                 continue
@@ -601,8 +652,9 @@ class Resolver:
                     f"{rrset.name}/DNAME is signed by {signer} as a wildcard expansion "
                     f"(RRSIG labels {min(s.labels for s in sigs)}), which DNAME cannot be")
             if enclosers:
-                proofs_needed.append((rrset.name, min(enclosers, key=len), keys))
-        for owner, encloser, keys in proofs_needed:
+                proofs_needed.append((rrset, sigs, min(enclosers, key=len), keys))
+        for rrset, sigs, encloser, keys in proofs_needed:
+            owner = rrset.name
             nsecs, nsec3s, bad = self._verified_denial(authority, keys, budget)
             if bad is not None:
                 return bad
@@ -612,6 +664,7 @@ class Resolver:
                 return proof
             if proof.security is Security.INSECURE:
                 return Verdict.insecure(*proof.edes)
+            self._keep_wildcard(rrset, sigs, encloser, min(caps) if caps else None)
         if insecure:
             return Verdict.insecure(*extra)
         return Verdict.secure(min(caps) if caps else None)
@@ -636,6 +689,18 @@ class Resolver:
             (nsecs if rrset.rdtype == dns.rdatatype.NSEC else nsec3s).append(rrset)
             self._keep_denial(rrset, sigs, authority, verdict)
         return nsecs, nsec3s, None
+
+    def _keep_wildcard(self, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset,
+                       encloser: dns.name.Name, cap: int | None) -> None:
+        """Keep a validated wildcard expansion as the wildcard's own RRset (RFC 8198 5.3):
+        its RRSIGs do not name the owner, so they hold for every expansion."""
+        if not self.config.cache.aggressive_nsec:
+            return
+        owner = dns.name.from_text("*", encloser)
+        now = self.clock.now()
+        ttl = min(int(rrset.ttl), *(() if cap is None else (cap,)))
+        self.denials.add_wildcard(KeptRRset(_renamed(rrset, owner), _renamed(sigs, owner),
+                                            now, now + ttl))
 
     def _keep_denial(self, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None,
                      authority: tuple[dns.rrset.RRset, ...], verdict: Verdict) -> None:
