@@ -147,6 +147,10 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
         cut = ns_sets[0].name
         if cut != zone and cut.is_subdomain(zone) and q.qname.is_subdomain(cut):
             return Kind.REFERRAL
+        if cut == zone and msg.flags & dns.flags.AA:
+            # The zone's own NS set with authority: an empty answer (NODATA without
+            # SOA, as Unbound reads it), not a referral; the validator judges it.
+            return Kind.NODATA
         return Kind.LAME  # upward or sideways referral: this server is lame for us
     if msg.answer and not (msg.flags & dns.flags.AA):
         return Kind.LAME  # unrelated records without authority
