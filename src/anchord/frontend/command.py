@@ -129,11 +129,19 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver], hub: Any
         control = await start_control(config, resolver)
     except ControlError as e:
         raise _Fatal(str(e), 1) from None
+    fleet = None
+    if control is not None and config.fleet.redis_url:
+        # A fleet: the NTAs live in Redis (control/fleet.py), not in nta.state_file.
+        from anchord.control.fleet import attach_fleet
+
+        fleet = await attach_fleet(config, control)
     try:
         await run_server(config, resolver, ready=control.attach if control else None)
     finally:
         if watcher is not None:
             watcher.cancel()
+        if fleet is not None:
+            await fleet.close()
         if control is not None:
             await control.close()
 

@@ -1,0 +1,256 @@
+"""The fleet trust store: two in-process resolvers sharing their NTAs through a real
+redis-server on a loopback port (no persistence, in a temporary folder)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dns.name
+import dns.rdatatype
+import pytest
+import redis
+
+from anchord.control.fleet import RedisTrustStore, redact
+from anchord.core.outcome import EdeCode, Question, Security
+from tests.conftest import World
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is not installed")
+
+BOGUS = dns.name.from_text("bogus.de.")
+Q = Question(dns.name.from_text("www.bogus.de."), dns.rdatatype.A)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    srv = RedisServer(folder)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _store(srv: RedisServer, cache: Path, name: str) -> RedisTrustStore:
+    return RedisTrustStore(srv.url, cache, prefix="t", instance=name, connect_timeout=0.3,
+                           command_timeout=0.5, poll_interval=0.5, retry_min=0.05,
+                           retry_max=0.3)
+
+
+async def _join(world: World, store: RedisTrustStore) -> RedisTrustStore:
+    """What `anchord serve` does through Control: changes go to the store."""
+    world.resolver.on_trust_change = store.save
+    await store.start(world.resolver)
+    return store
+
+
+def _zones(world: World) -> list[str]:
+    return [n.zone.to_text() for n in world.resolver.trust.ntas()]
+
+
+async def _until(check: Callable[[], bool], within: float, what: str) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > within:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+async def _edes(world: World) -> tuple[Security, list[int]]:
+    out = await world.resolver.resolve(Q)
+    return out.security, [e.code for e in out.edes]
+
+
+def test_add_and_removal_reach_the_other_instance_within_a_second(
+        server: RedisServer, make_world: Callable[..., World], tmp_path: Path) -> None:
+    a, b = make_world(), make_world()
+
+    async def main() -> None:
+        sa = await _join(a, _store(server, tmp_path / "a.json", "a"))
+        sb = await _join(b, _store(server, tmp_path / "b.json", "b"))
+        try:
+            security, codes = await _edes(b)
+            assert security is Security.BOGUS and codes[:1] == [EdeCode.DNSSEC_BOGUS]
+            a.resolver.add_nta(BOGUS, 7200, "key rollover")
+            await _until(lambda: _zones(b) == ["bogus.de."], 1.0, "NTA on B")
+            nta = b.resolver.trust.ntas()[0]
+            assert nta.reason == "key rollover" and nta == a.resolver.trust.ntas()[0]
+            # B's cached bogus answer was flushed: EDE 33 now.
+            security, codes = await _edes(b)
+            assert security is Security.INSECURE and EdeCode.NEGATIVE_TRUST_ANCHOR in codes
+            stored = server.client().hgetall("t:ntas")
+            assert list(stored) == ["bogus.de."]
+            assert json.loads(stored["bogus.de."])["reason"] == "key rollover"
+            # B's cache file follows too (what it would start from with Redis down).
+            cached = json.loads((tmp_path / "b.json").read_text())
+            assert [n["zone"] for n in cached["ntas"]] == ["bogus.de."]
+
+            b.resolver.remove_nta(BOGUS)  # removal made on the other side
+            await _until(lambda: _zones(a) == [], 1.0, "removal on A")
+            security, codes = await _edes(a)
+            assert security is Security.BOGUS and EdeCode.NEGATIVE_TRUST_ANCHOR not in codes
+            assert server.client().hgetall("t:ntas") == {}
+        finally:
+            await sa.close()
+            await sb.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_adds_and_expiry_lose_nothing(
+        server: RedisServer, make_world: Callable[..., World], tmp_path: Path) -> None:
+    a, b = make_world(), make_world()
+    one, two = dns.name.from_text("one.de."), dns.name.from_text("two.de.")
+
+    async def main() -> None:
+        sa = await _join(a, _store(server, tmp_path / "a.json", "a"))
+        sb = await _join(b, _store(server, tmp_path / "b.json", "b"))
+        try:
+            # Same loop turn: both pushes race for the hash.
+            a.resolver.add_nta(one, 60, "a's")
+            b.resolver.add_nta(two, 7200, "b's")
+            both = ["one.de.", "two.de."]
+            await _until(lambda: _zones(a) == both and _zones(b) == both, 1.0, "both on both")
+            assert sorted(server.client().hgetall("t:ntas")) == both
+            # A's clock passes one.de's end: A's expiry removes it fleet-wide, though B's
+            # own clock has not got there yet.
+            a.clock.advance(61)
+            await a.resolver.maintain_ntas()
+            await _until(lambda: _zones(b) == ["two.de."], 1.0, "expiry on B")
+            assert sorted(server.client().hgetall("t:ntas")) == ["two.de."]
+        finally:
+            await sa.close()
+            await sb.close()
+
+    asyncio.run(main())
+
+
+def test_redis_outage_keeps_the_last_state_and_a_restart_reads_the_cache(
+        server: RedisServer, make_world: Callable[..., World], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, b = make_world(), make_world()
+    other = dns.name.from_text("other.de.")
+
+    async def main() -> None:
+        sa = await _join(a, _store(server, tmp_path / "a.json", "a"))
+        sb = await _join(b, _store(server, tmp_path / "b.json", "b"))
+        try:
+            a.resolver.add_nta(BOGUS, 7200, "rollover")
+            await _until(lambda: _zones(b) == ["bogus.de."], 1.0, "NTA on B")
+
+            server.stop()
+            await _until(lambda: bool(sa.problem and sb.problem), 3.0, "outage noticed")
+            await asyncio.sleep(0.8)  # a few failed reconnects: still one warning each
+            warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+            assert len(warnings) == 2, [r.getMessage() for r in warnings]
+            for w in (a, b):
+                assert _zones(w) == ["bogus.de."]
+                security, codes = await _edes(w)
+                assert security is Security.INSECURE and EdeCode.NEGATIVE_TRUST_ANCHOR in codes
+
+            # A restarts while Redis is down: it starts from its cache file.
+            await sa.close()
+            a2 = make_world()
+            sa = await _join(a2, _store(server, tmp_path / "a.json", "a"))
+            assert sa.problem and _zones(a2) == ["bogus.de."]
+            security, codes = await _edes(a2)
+            assert security is Security.INSECURE and EdeCode.NEGATIVE_TRUST_ANCHOR in codes
+
+            # Redis returns (empty: no persistence); the instances write their state back,
+            # and a new add on A reaches B again.
+            server.start()
+            await _until(lambda: not sa.problem and not sb.problem, 3.0, "reconnected")
+            await _until(lambda: sorted(server.client().hgetall("t:ntas")) == ["bogus.de."],
+                         1.0, "state written back")
+            a2.resolver.add_nta(other, 600, "after the outage")
+            took = await _until(lambda: _zones(b) == ["bogus.de.", "other.de."], 1.0,
+                                "add after the outage on B")
+            assert took < 1.0
+        finally:
+            await sa.close()
+            await sb.close()
+
+    asyncio.run(main())
+
+
+def test_changes_made_on_both_sides_during_an_outage_are_merged(
+        server: RedisServer, make_world: Callable[..., World], tmp_path: Path) -> None:
+    a, b = make_world(), make_world()
+    late = dns.name.from_text("late.de.")
+
+    async def main() -> None:
+        sa = await _join(a, _store(server, tmp_path / "a.json", "a"))
+        sb = await _join(b, _store(server, tmp_path / "b.json", "b"))
+        try:
+            a.resolver.add_nta(BOGUS, 7200)
+            await _until(lambda: _zones(b) == ["bogus.de."], 1.0, "NTA on B")
+            server.client().save()  # this time Redis comes back with its data
+            server.stop()
+            await _until(lambda: bool(sa.problem and sb.problem), 3.0, "outage noticed")
+            a.resolver.add_nta(late, 600, "added while Redis was away")  # kept locally
+            b.resolver.remove_nta(BOGUS)  # and a removal on the other side
+            assert _zones(a) == ["bogus.de.", "late.de."] and _zones(b) == []
+            server.start()
+            await _until(lambda: _zones(a) == _zones(b) == ["late.de."], 3.0,
+                         "both outage changes on both")
+            assert sorted(server.client().hgetall("t:ntas")) == ["late.de."]
+        finally:
+            await sa.close()
+            await sb.close()
+
+    asyncio.run(main())
+
+
+def test_a_password_never_reaches_the_logs() -> None:
+    assert redact("redis://user:pw@10.0.0.1:6379/0") == "redis://user:***@10.0.0.1:6379/0"
+    assert redact("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379"
