@@ -96,6 +96,9 @@ class DnssecConfig:
     nsec3_max_iterations: int = 150  # RFC 9276: above this, insecure with EDE 27
     max_signature_checks: int = 64  # per client question (KeyTrap bound)
     max_key_tag_collisions: int = 4  # keys tried per RRSIG (KeyTrap bound)
+    # Bogus data is asked again of the zone's other servers (each bogus one left out)
+    # at most this many times (Unbound's val-max-restart).
+    bogus_retries: int = 3
     # "rfc8624" (default, RFC 8624 validation column) or "all" (DSA, SHA-1, ... too;
     # only for replaying old test scenarios).
     algorithm_policy: str = "rfc8624"
@@ -108,6 +111,9 @@ class CacheConfig:
     max_ttl: int = 86400
     max_negative_ttl: int = 3600
     aggressive_nsec: bool = False
+    # Answer with the TTLs records arrived with, not what remains (Unbound's
+    # serve-original-ttl); stale answers too. The cache's own timing is unchanged.
+    serve_original_ttl: bool = False
 
 
 @dataclass(slots=True)
@@ -117,6 +123,10 @@ class ServeStaleConfig:
     stale_ttl: int = 30
     client_timeout: float = 1.8  # answer stale if a refresh has not finished by then
     failure_recheck: int = 30  # no new upstream try for a name this long after a failure
+    # A failed refresh restarts the stale window (max_stale_age from the failure), also
+    # for an answer already past it: served while clients ask and upstream stays broken
+    # (Unbound's serve-expired-ttl-reset).
+    extend_on_failure: bool = False
 
 
 @dataclass(slots=True)
@@ -312,6 +322,7 @@ def _validate(cfg: Config) -> None:
     _check_range("nta.max_lifetime", cfg.nta.max_lifetime, 1, 604800)
     _check_range("dnssec.nsec3_max_iterations", cfg.dnssec.nsec3_max_iterations, 0, 2500)
     _check_range("dnssec.max_signature_checks", cfg.dnssec.max_signature_checks, 1, 10000)
+    _check_range("dnssec.bogus_retries", cfg.dnssec.bogus_retries, 0, 10)
     if cfg.dnssec.algorithm_policy not in ("rfc8624", "all"):
         raise ConfigError(
             f"key 'dnssec.algorithm_policy': {cfg.dnssec.algorithm_policy!r} "

@@ -118,9 +118,10 @@ def _rrsets_aged(rrsets: tuple[dns.rrset.RRset, ...], elapsed: int, fixed: int |
     return tuple(out)
 
 
-def aged_outcome(entry: AnswerEntry, now: float) -> Outcome:
-    """The cached outcome with TTLs brought down to what remains."""
-    elapsed = int(now - entry.stored_at)
+def aged_outcome(entry: AnswerEntry, now: float, original: bool = False) -> Outcome:
+    """The cached outcome with TTLs brought down to what remains (kept as received
+    with `original`: Unbound's serve-original-ttl)."""
+    elapsed = 0 if original else int(now - entry.stored_at)
     o = entry.outcome
     return replace(
         o,
@@ -130,10 +131,14 @@ def aged_outcome(entry: AnswerEntry, now: float) -> Outcome:
     )
 
 
-def stale_outcome(entry: AnswerEntry, stale_ttl: int, *reasons: Ede) -> Outcome:
-    """The cached outcome served stale: TTL min(stale_ttl, original), EDE 3 or 19 first."""
+def stale_outcome(entry: AnswerEntry, stale_ttl: int, *reasons: Ede,
+                  original: bool = False) -> Outcome:
+    """The cached outcome served stale: TTL min(stale_ttl, original), EDE 3 or 19 first;
+    with `original` the records keep the TTLs they arrived with."""
     o = entry.outcome
-    ttl = max(1, min(stale_ttl, entry.ttl)) if entry.ttl > 0 else stale_ttl
+    ttl: int | None = max(1, min(stale_ttl, entry.ttl)) if entry.ttl > 0 else stale_ttl
+    if original:
+        ttl = None
     stale_code = (
         EdeCode.STALE_NXDOMAIN_ANSWER if o.rcode == 3 else EdeCode.STALE_ANSWER
     )

@@ -61,9 +61,9 @@ BOGUS_KEYS_TTL = 30
 UNREACHABLE_KEYS_TTL = 5
 
 # Data that validates bogus is asked again of the zone's other servers, leaving out
-# each server that gave bogus data (Unbound's blacklist), at most this many more times.
-# When no other server answers, the last bogus reason stands.
-BOGUS_RETRIES = 3
+# each server that gave bogus data (Unbound's blacklist), at most
+# dnssec.bogus_retries more times. When no other server answers, the last bogus
+# reason stands.
 
 _DNSSEC_TYPES = (dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3)
 
@@ -171,23 +171,39 @@ class Resolver:
         entry = self.answers.get(question)
         state = entry.state(now) if entry is not None else EntryState.DEAD
         if entry is not None and state is EntryState.FRESH:
-            return aged_outcome(entry, now)
+            return self.cached_answer(entry, now)
         stale = entry if state is EntryState.STALE and self.config.serve_stale.enabled else None
         if stale is not None and now < stale.refresh_after:
-            return stale_outcome(stale, self.config.serve_stale.stale_ttl,
-                                 *stale.refresh_failure)
+            return self.stale_answer(stale, *stale.refresh_failure)
         failed = self.failures.get(question, now) if self.config.failure_cache.enabled else None
         if failed is not None:
             cached_ede = Ede(EdeCode.CACHED_ERROR,
                              f"cached failure for {question}, retried after "
                              f"{int(failed.until - now) + 1} s")
             if stale is not None:
-                return stale_outcome(stale, self.config.serve_stale.stale_ttl,
-                                     *failed.outcome.edes)
+                return self.stale_answer(stale, *failed.outcome.edes)
             return replace(failed.outcome, freshness=Freshness.CACHED_FAILURE).with_edes(
                 cached_ede)
         outcome = await self.resolve_uncached(question)
-        return self.settle(question, outcome, stale)
+        return self.settle(question, outcome, stale or self._revivable(entry, state))
+
+    def cached_answer(self, entry: AnswerEntry, now: float) -> Outcome:
+        """A fresh cache entry as answered (TTLs aged unless cache.serve_original_ttl)."""
+        return aged_outcome(entry, now, self.config.cache.serve_original_ttl)
+
+    def stale_answer(self, entry: AnswerEntry, *reasons: Ede) -> Outcome:
+        """A cache entry answered stale (RFC 8767), with why its refresh failed."""
+        return stale_outcome(entry, self.config.serve_stale.stale_ttl, *reasons,
+                             original=self.config.cache.serve_original_ttl)
+
+    def _revivable(self, entry: AnswerEntry | None, state: EntryState) -> AnswerEntry | None:
+        """With serve_stale.extend_on_failure, an entry past its stale window that a failed
+        refresh may bring back (Unbound's serve-expired-ttl-reset)."""
+        cfg = self.config.serve_stale
+        if entry is None or state is not EntryState.DEAD or not entry.stale_ok \
+                or not (cfg.enabled and cfg.extend_on_failure):
+            return None
+        return entry
 
     def settle(self, question: Question, outcome: Outcome, stale: AnswerEntry | None
                ) -> Outcome:
@@ -197,10 +213,16 @@ class Resolver:
             if stale is not None:
                 # A bogus or failed refresh never replaces validated data; the stale copy
                 # is answered, and upstream is left alone for the recheck window.
-                self.answers.put(question, replace(
-                    stale, refresh_after=now + self.config.serve_stale.failure_recheck,
-                    refresh_failure=outcome.edes))
-                return stale_outcome(stale, self.config.serve_stale.stale_ttl, *outcome.edes)
+                cfg = self.config.serve_stale
+                stale_until = stale.stale_until
+                if cfg.extend_on_failure:
+                    # Served as long as clients ask while upstream stays broken.
+                    stale_until = max(stale_until, now + cfg.max_stale_age)
+                stale = replace(stale, stale_until=stale_until,
+                                refresh_after=now + cfg.failure_recheck,
+                                refresh_failure=outcome.edes)
+                self.answers.put(question, stale)
+                return self.stale_answer(stale, *outcome.edes)
             if self.config.failure_cache.enabled:
                 self.failures.record(question, outcome, now)
             return outcome
@@ -210,8 +232,10 @@ class Resolver:
         ttl = self._outcome_ttl(outcome)
         stale_window = self.config.serve_stale.max_stale_age \
             if self.config.serve_stale.enabled else 0
+        # A TTL of 0 says "use for this transaction only, do not cache" (RFC 1035
+        # 3.2.1): such an answer replaces the old entry but is never served stale.
         self.answers.put(question, AnswerEntry(outcome, now, ttl, now + ttl + stale_window,
-                                               stale_ok=True))
+                                               stale_ok=ttl > 0))
         return outcome
 
     def _outcome_ttl(self, outcome: Outcome) -> int:
@@ -248,7 +272,7 @@ class Resolver:
             if za.kind is Kind.FAILURE:
                 return Outcome.servfail(q, *za.edes)
             part = await self._validate(za, work, budget)
-            for _ in range(BOGUS_RETRIES):
+            for _ in range(self.config.dnssec.bogus_retries):
                 if part.verdict.security is not Security.BOGUS or za.server is None:
                     break
                 work.exclude.add((za.zone, za.server))
@@ -308,13 +332,12 @@ class Resolver:
         entry = self.answers.get(q)
         state = entry.state(now) if entry is not None else EntryState.DEAD
         if entry is not None and state is EntryState.FRESH:
-            return aged_outcome(entry, now)
+            return self.cached_answer(entry, now)
         stale = entry if state is EntryState.STALE and self.config.serve_stale.enabled else None
         if stale is not None and now < stale.refresh_after:
-            return stale_outcome(stale, self.config.serve_stale.stale_ttl,
-                                 *stale.refresh_failure)
+            return self.stale_answer(stale, *stale.refresh_failure)
         outcome = await self._resolve_chain(q, work, budget, seen)
-        return self.settle(q, outcome, stale)
+        return self.settle(q, outcome, stale or self._revivable(entry, state))
 
     def _keep_cut_proofs(self, za: ZoneAnswer, target: dns.name.Name) -> None:
         """A CNAME/DNAME into a child zone may come with the parent's signed proof that
@@ -853,7 +876,7 @@ class Resolver:
         verdict = verify_dnskeys(keys, sigs, anchor if is_ds else None,
                                  None if is_ds else anchor, zone, self.validation_time(),
                                  self.policy, budget)
-        for _ in range(BOGUS_RETRIES):
+        for _ in range(self.config.dnssec.bogus_retries):
             if not verdict.is_bogus or source is None:
                 break
             work.exclude.add(source)
@@ -870,8 +893,9 @@ class Resolver:
                                        *_cap(verdict)))
 
     async def _delegated_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget,
-                              retries: int = BOGUS_RETRIES) -> ZoneKeys:
+                              retries: int | None = None) -> ZoneKeys:
         now = self.clock.now()
+        retries = self.config.dnssec.bogus_retries if retries is None else retries
         za = self.iterator.ds_from_referral(zone) or await self._fetch(
             zone, dns.rdatatype.DS, work)
         if za.kind is Kind.FAILURE or za.message is None:
@@ -917,7 +941,7 @@ class Resolver:
             assert keys is not None
             kv = verify_dnskeys(keys, ksigs, ds, None, zone, self.validation_time(),
                                 self.policy, budget)
-            for _ in range(BOGUS_RETRIES):
+            for _ in range(self.config.dnssec.bogus_retries):
                 if not kv.is_bogus or source is None:
                     break
                 work.exclude.add(source)

@@ -17,7 +17,7 @@ from dataclasses import replace
 import dns.name
 
 from anchord.control.config import Config
-from anchord.core.cache import EntryState, stale_outcome
+from anchord.core.cache import EntryState
 from anchord.core.outcome import Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
 from anchord.core.resolution import Resolver
@@ -92,7 +92,7 @@ class Driver:
                 done, _ = await asyncio.wait({task},
                                              timeout=self._real(stale_cfg.client_timeout))
             if not done:
-                return stale_outcome(entry, stale_cfg.stale_ttl)
+                return core.stale_answer(entry)
         return await asyncio.shield(task)
 
     # -- negative trust anchors (RFC 7646) ----------------------------------------------

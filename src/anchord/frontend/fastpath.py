@@ -175,6 +175,8 @@ class FastPath:
         self.shapes: dict[bytes, tuple[Key, int] | None] = {}
         self._now = self.clock.now
         self.generation = self.trust.generation
+        # cache.serve_original_ttl: TTLs are answered as received, never aged.
+        self.original_ttl = bool(driver.core.config.cache.serve_original_ttl)
         self.hits = 0
         self.learned = 0
         listeners = getattr(driver, "forget_listeners", None)
@@ -221,7 +223,7 @@ class FastPath:
         if now >= entry.expires_at:
             del self.table[key]
             return None
-        age = int(now - entry.stored_at)
+        age = 0 if self.original_ttl else int(now - entry.stored_at)
         if age != entry.age:
             entry.at_age(age)
         qb = wire[12:qend]

@@ -172,6 +172,9 @@ def _map_unbound(scenario: Scenario, mapped: Mapped) -> None:
             continue
         mapped.unsupported.append(f"key {item.key}")
     _add_zones(zones, mapped)
+    # Unbound marks a stale answer whose refresh failed as unresolvable for NORR_TTL
+    # (5 s), not RFC 8767's 30 s.
+    cfg.serve_stale.failure_recheck = 5
     # Unbound's cache clock starts near 0; signatures are judged at val-override-date.
     mapped.clock_start = 0.0 if cfg.dnssec.override_time else time.time()
 
@@ -207,6 +210,12 @@ def _map_unbound_server(item: ConfigItem, mapped: Mapped) -> bool:
         cfg.serve_stale.enabled = _yes(value)
     elif key == "serve-expired-ttl":
         cfg.serve_stale.max_stale_age = int(value)
+    elif key == "val-max-restart":
+        cfg.dnssec.bogus_retries = int(value)
+    elif key == "serve-expired-ttl-reset":
+        cfg.serve_stale.extend_on_failure = _yes(value)
+    elif key == "serve-original-ttl":
+        cfg.cache.serve_original_ttl = _yes(value)
     elif key == "serve-expired-reply-ttl":
         cfg.serve_stale.stale_ttl = max(1, int(value))
     elif key == "serve-expired-client-timeout":
