@@ -114,6 +114,9 @@ class CacheConfig:
     # Answer with the TTLs records arrived with, not what remains (Unbound's
     # serve-original-ttl); stale answers too. The cache's own timing is unchanged.
     serve_original_ttl: bool = False
+    # A hit on an answer with at most a tenth of its TTL left is answered from the
+    # cache and refreshed in the background (Unbound's prefetch).
+    prefetch: bool = False
 
 
 @dataclass(slots=True)

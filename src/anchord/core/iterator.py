@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dns.flags
 import dns.message
@@ -56,6 +56,10 @@ class Work:
     # (zone, server) pairs whose data validated bogus for this question: not asked again
     # for that zone (Unbound's blacklist), so a retry reaches another server.
     exclude: set[tuple[dns.name.Name, ServerAddress]] = field(default_factory=set)
+    # A prefetch looks for the zone cut as of when the answer it refreshes ends
+    # (Unbound's prefetch leeway): a delegation that ends first is not used, so a
+    # moved zone is found from its parent.
+    leeway: float = 0.0
 
     def spend(self) -> bool:
         if self.upstream_left <= 0:
@@ -392,8 +396,22 @@ class Iterator:
                 addresses.append((rrset.name, ServerAddress(rd.address, self.config.port)))
         return Delegation(ns_set.name, ns_names, tuple(addresses), now + max(ns_set.ttl, 5))
 
-    def _start(self, q: Question) -> Delegation:
-        now = self.clock.now()
+    def _child_ns_ttl(self, deleg: Delegation, msg: dns.message.Message) -> None:
+        """An authoritative answer's own NS set for the zone ends the cached delegation
+        when it does (the child's TTL rules over the parent's, as Unbound caches it);
+        it can only shorten it, so the zone's parent is asked again sooner, no more."""
+        if deleg.configured or not msg.flags & dns.flags.AA:
+            return
+        ns = next((r for r in msg.authority if r.rdtype == dns.rdatatype.NS
+                   and r.name == deleg.zone), None)
+        if ns is None:
+            return
+        ends = self.clock.now() + max(ns.ttl, 5)
+        if ends < deleg.expires_at:
+            self.delegations.put(replace(deleg, expires_at=ends))
+
+    def _start(self, q: Question, leeway: float = 0.0) -> Delegation:
+        now = self.clock.now() + leeway
         # A DS record lives on the parent side of a cut: start above the child's own cut.
         below_of = q.qname if q.qtype == dns.rdatatype.DS and len(q.qname) > 1 else None
         deleg = self.delegations.closest(q.qname, now, below_of)
@@ -480,7 +498,7 @@ class Iterator:
             point = nxt.qname
 
     async def query(self, q: Question, work: Work) -> ZoneAnswer:
-        deleg = self._start(q)
+        deleg = self._start(q, work.leeway)
         point = deleg.zone  # minimisation point: the deepest name known to exist
         minimise = self.config.qname_minimisation and not deleg.forward
         ns_qtype = False  # minimised questions as A (RFC 9156 2.1) until a server balks
@@ -522,6 +540,7 @@ class Iterator:
                 self._interior.put(point, (deleg.zone,
                                            self.clock.now() + _interior_ttl(msg)))
                 continue
+            self._child_ns_ttl(deleg, msg)
             return ZoneAnswer(kind, q, deleg.zone, msg, server=result.server)
         return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=(Ede(
             EdeCode.OTHER,

@@ -187,6 +187,47 @@ class Resolver:
         outcome = await self.resolve_uncached(question)
         return self.settle(question, outcome, stale or self._revivable(entry, state))
 
+    # -- prefetch (Unbound's): refresh popular answers before they expire ------------------
+    def prefetch_at(self, entry: AnswerEntry) -> float:
+        """When a hit on `entry` should start a background refresh: once less than a
+        tenth of its TTL is left (never, with cache.prefetch off: its expiry)."""
+        if not self.config.cache.prefetch:
+            return entry.expires_at
+        return max(entry.stored_at + entry.ttl - entry.ttl // 10, entry.refresh_after)
+
+    def prefetch_due(self, entry: AnswerEntry, now: float) -> bool:
+        return self.config.cache.prefetch and entry.ttl > 0 \
+            and self.prefetch_at(entry) <= now < entry.expires_at
+
+    async def prefetch(self, question: Question) -> Outcome:
+        """Refresh a cached answer that is still being answered (the driver runs this in
+        the background after a hit that was prefetch_due).
+
+        A failed refresh changes nothing but the entry's refresh_after: the still-fresh
+        answer keeps being served, the next attempt waits serve_stale.failure_recheck,
+        and the failure is not put in the failure cache (a client never saw it)."""
+        before = self.answers.get(question)
+        work = self._new_work()
+        if before is not None:
+            work.leeway = max(0.0, before.expires_at - self.clock.now())
+        outcome = await self.resolve_uncached(question, work)
+        if not outcome.is_failure:
+            return self.settle(question, outcome, None)
+        now = self.clock.now()
+        entry = self.answers.get(question)
+        if entry is None or before is None or entry.stored_at != before.stored_at:
+            return self.settle(question, outcome, None)
+        entry = replace(entry, refresh_after=now + self.config.serve_stale.failure_recheck,
+                        refresh_failure=outcome.edes)
+        self.answers.put(question, entry)
+        # Clients that joined this refresh get what resolve() would answer them now.
+        state = entry.state(now)
+        if state is EntryState.FRESH:
+            return self.cached_answer(entry, now)
+        if state is EntryState.STALE and self.config.serve_stale.enabled:
+            return self.stale_answer(entry, *outcome.edes)
+        return self.settle(question, outcome, None)
+
     def cached_answer(self, entry: AnswerEntry, now: float) -> Outcome:
         """A fresh cache entry as answered (TTLs aged unless cache.serve_original_ttl)."""
         return aged_outcome(entry, now, self.config.cache.serve_original_ttl)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 
 import dns.name
@@ -25,6 +25,12 @@ from anchord.core.trustmap import NegativeAnchor, TrustMap
 from anchord.engine.clock import SystemClock
 
 log = logging.getLogger("anchord.driver")
+
+
+def _log_prefetch_crash(task: asyncio.Task[Outcome]) -> None:
+    # Nobody awaits a prefetch unless a client joins it: a bug must still be seen.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("prefetch failed", exc_info=task.exception())
 
 
 class Driver:
@@ -67,6 +73,19 @@ class Driver:
 
         return done
 
+    def _start(self, question: Question, work: Coroutine[object, None, Outcome]
+               ) -> asyncio.Task[Outcome]:
+        """Run `work` for `question` as the one in-flight resolution others join."""
+        task = asyncio.ensure_future(work)
+        self._inflight[question] = task
+        task.add_done_callback(self._forget_inflight(question))
+        return task
+
+    @property
+    def busy(self) -> bool:
+        """Is any resolution (a client's, a refresh, a prefetch) still running?"""
+        return bool(self._inflight)
+
     def _real(self, seconds: float) -> float:
         real = getattr(self.clock, "real_seconds", None)
         return float(real(seconds)) if real is not None else seconds
@@ -76,13 +95,15 @@ class Driver:
         now = self.clock.now()
         entry = core.answers.get(question)
         if entry is not None and entry.state(now) is EntryState.FRESH:
-            # The common case, kept free of task creation.
+            # The common case, kept free of task creation (but for a due prefetch).
+            if core.config.cache.prefetch and question not in self._inflight \
+                    and core.prefetch_due(entry, now):
+                self._start(question, core.prefetch(question)).add_done_callback(
+                    _log_prefetch_crash)
             return await core.resolve(question, cd)
         task = self._inflight.get(question)
         if task is None:
-            task = asyncio.ensure_future(core.resolve(question, cd))
-            self._inflight[question] = task
-            task.add_done_callback(self._forget_inflight(question))
+            task = self._start(question, core.resolve(question, cd))
         stale_cfg = self.config.serve_stale
         if entry is not None and entry.state(now) is EntryState.STALE and stale_cfg.enabled:
             # RFC 8767 client response timer: answer stale when the refresh is not done

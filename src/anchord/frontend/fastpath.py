@@ -22,7 +22,8 @@ same arithmetic as core.cache.aged_outcome, so the bytes equal the full path's. 
 are re-patched at most once per second of age (the patched body is kept).
 
 Exactness rules:
-- an entry is used only while the cache entry it mirrors is FRESH (now < expires_at);
+- an entry is used only while the cache entry it mirrors is FRESH (now < expires_at)
+  and, with cache.prefetch, only until a prefetch is due (core.prefetch_at);
   stale answers (RFC 8767), failures and cached failures (RFC 9520) are never entered,
   so serve-stale, EDE 3/19/13 and SERVFAIL always come from the full path;
 - the whole table is dropped when the trust map's generation changes (an NTA added,
@@ -261,7 +262,11 @@ class FastPath:
                 or base.security is not outcome.security:
             return  # not the entry this outcome came from (replaced meanwhile)
         now = self.clock.now()
-        if now >= entry.expires_at:
+        # With cache.prefetch the mirror ends where a prefetch is due, so the hit that
+        # starts the refresh goes through the driver (never served forever from here).
+        until = self.core.prefetch_at(entry) if self.core.config.cache.prefetch \
+            else entry.expires_at
+        if now >= until:
             return
         template = render_outcome(query, base)
         qend = 12 + len(key[0])
@@ -269,7 +274,7 @@ class FastPath:
             return
         if len(self.table) >= self.max_entries:
             self.table.clear()  # crude but bounded; repeat questions come back at once
-        self.table[key] = FastEntry(template, qend, entry.stored_at, entry.expires_at,
+        self.table[key] = FastEntry(template, qend, entry.stored_at, until,
                                     tuple(int(e.code) for e in base.edes))
         self.learned += 1
 

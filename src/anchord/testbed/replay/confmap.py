@@ -27,6 +27,8 @@ IGNORED_KEYS = frozenset({
     "stub-prime", "discard-timeout", "ede", "ede-serve-expired", "log-queries",
     "log-replies", "use-syslog", "logfile", "interface", "port", "chroot", "username",
     "pidfile", "do-daemonize",
+    # Fetches DNSKEY sets as soon as a DS names them: earlier upstream work, same answers.
+    "prefetch-key",
     # Deckard's flat keys that anchord already does by default or that name things only.
     "stub-name",
 })
@@ -38,8 +40,8 @@ _SECTIONS_UNSUPPORTED = frozenset({"auth-zone", "rpz", "view", "remote-control",
 
 # Unbound hardening switches whose default is "no"; set to "no" they change nothing
 # (anchord does not do the hardened behaviour either), set to "yes" they are unsupported.
-_DEFAULT_OFF_KEYS = frozenset({"harden-referral-path", "harden-algo-downgrade", "prefetch",
-                               "prefetch-key", "harden-below-nxdomain"})
+_DEFAULT_OFF_KEYS = frozenset({"harden-referral-path", "harden-algo-downgrade",
+                               "harden-below-nxdomain"})
 
 
 @dataclass(slots=True)
@@ -210,6 +212,8 @@ def _map_unbound_server(item: ConfigItem, mapped: Mapped) -> bool:
         cfg.serve_stale.enabled = _yes(value)
     elif key == "serve-expired-ttl":
         cfg.serve_stale.max_stale_age = int(value)
+    elif key == "prefetch":
+        cfg.cache.prefetch = _yes(value)
     elif key == "val-max-restart":
         cfg.dnssec.bogus_retries = int(value)
     elif key == "serve-expired-ttl-reset":

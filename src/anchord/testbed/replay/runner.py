@@ -167,7 +167,8 @@ class ScenarioRun:
         while idle < 30:
             before = (len(self.transport.sent), len(self.finished))
             await asyncio.sleep(0)
-            if all(p.task.done() for p in self.queries) and not self.transport.pending:
+            if all(p.task.done() for p in self.queries) and not self.transport.pending \
+                    and not self.resolver.busy:
                 idle += 5  # done: a few more turns let background work finish
             elif (len(self.transport.sent), len(self.finished)) == before:
                 idle += 1
