@@ -231,3 +231,43 @@ def test_rfc8767_nxdomain_gives_way_once_the_name_exists(w: World) -> None:
         w.clock.advance(0.5)
         o = ask(w, name)
         assert o.rcode == dns.rcode.NOERROR and addresses(o) == {"192.0.2.77"}
+
+
+def test_keys_bogus_at_the_parent_side_spare_the_childs_servers(w: World) -> None:
+    """Top-down: once a child's DS fails to verify under a broken TLD, the child's own
+    servers are not asked for data (nothing they send could validate), a refresh within
+    the bogus back-off asks nobody, and a refresh after it asks only the parent for the
+    DS: at most one query per TLD server, never the child's A, never an EDE 22."""
+    ask(w, "www.c1.de.")
+    fault(w, "de.", FaultKind.ROLLOVER)
+    w.clock.advance(TTL + 1)
+    sent_before = len(w.transport.sent)
+    o = ask(w, "www.c1.de.")
+    assert codes(o)[0] == EdeCode.STALE_ANSWER and EdeCode.DNSSEC_BOGUS in codes(o)
+    first = w.transport.sent[sent_before:]
+    children = set(w.hierarchy.spec.addresses.children)
+    assert not [q for server, q in first if server.host in children], first
+    assert sum(q == "c1.de./DS" for _, q in first) <= len(w.hierarchy.spec.addresses.de)
+    # Within the back-off: answered stale, nobody asked.
+    w.clock.advance(31)
+    sent_before = len(w.transport.sent)
+    o = ask(w, "www.c1.de.")
+    assert codes(o)[0] == EdeCode.STALE_ANSWER
+    assert w.transport.sent[sent_before:] == []
+    # A never-cached name below the broken child: EDE 6 naming de, no query to c1.de.
+    sent_before = len(w.transport.sent)
+    o = ask(w, "nothere.c1.de.")
+    assert codes(o)[0] == EdeCode.DNSSEC_BOGUS and "de key tag" in o.edes[0].text, o.edes
+    assert not [q for server, q in w.transport.sent[sent_before:] if server.host in children]
+
+
+def test_cd_client_still_gets_the_data_under_a_bogus_cut(w: World) -> None:
+    ask(w, "www.c2.de.")
+    fault(w, "de.", FaultKind.ROLLOVER)
+    w.clock.advance(TTL + 1)
+    q = Question(dns.name.from_text("www2.c2.de."), dns.rdatatype.A)
+    cut = asyncio.run(w.resolver.resolve(q))
+    assert cut.rcode == dns.rcode.SERVFAIL and cut.security is Security.BOGUS
+    with_cd = asyncio.run(w.resolver.resolve(q, cd=True))
+    # The child's own answer (an NXDOMAIN here), unvalidated, as CD asks.
+    assert with_cd.rcode != dns.rcode.SERVFAIL, with_cd.edes

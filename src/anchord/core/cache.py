@@ -242,6 +242,8 @@ class ZoneKeys:
     expires_at: float = 0.0
     # The zone whose keys actually apply when `zone` turned out not to be a zone cut.
     apex: dns.name.Name | None = None
+    # Bogus conclusions about this zone in a row: each is remembered twice as long.
+    bogus_streak: int = 0
 
 
 class KeyCache:
@@ -253,6 +255,10 @@ class KeyCache:
         if keys is not None and now < keys.expires_at:
             return keys
         return None
+
+    def last(self, zone: dns.name.Name) -> ZoneKeys | None:
+        """The latest conclusion about `zone`, even one that has run out."""
+        return self._entries.get(zone)
 
     def put(self, keys: ZoneKeys) -> None:
         self._entries.put(keys.zone, keys)

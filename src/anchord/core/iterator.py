@@ -43,6 +43,7 @@ class Kind(enum.Enum):
     REFERRAL = "referral"
     LAME = "lame"
     FAILURE = "failure"
+    BOGUS_CUT = "bogus cut"  # a zone on the way down has bogus keys (CutCheck)
 
 
 @dataclass(slots=True)
@@ -60,6 +61,9 @@ class Work:
     # (Unbound's prefetch leeway): a delegation that ends first is not used, so a
     # moved zone is found from its parent.
     leeway: float = 0.0
+    # The client set CD: it wants the data even where validation fails, so no question
+    # is cut short for keys found bogus on the way down.
+    cd: bool = False
 
     def spend(self) -> bool:
         if self.upstream_left <= 0:
@@ -82,6 +86,9 @@ class ZoneAnswer:
 
 
 AddressLookup = Callable[[dns.name.Name, Work], Awaitable[list[str]]]
+# Asked when a referral leads into a zone: the reasons its keys are bogus, if they are
+# (then nothing below it can validate and its servers need not be asked), else ().
+CutCheck = Callable[[dns.name.Name, Work], Awaitable[tuple[Ede, ...]]]
 
 
 def _owner_rrset(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: int
@@ -194,6 +201,7 @@ class Iterator:
         rng: Callable[[], float],
         lookup_addresses: AddressLookup,
         dnssec: bool = True,
+        check_cut: CutCheck | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -203,6 +211,7 @@ class Iterator:
         self.rng = rng
         self.lookup_addresses = lookup_addresses
         self.dnssec = dnssec
+        self.check_cut = check_cut
         # Names a minimised probe found to exist without being a zone cut, per the zone
         # whose servers said so: later questions skip the probe (RFC 9156 section 2.3
         # leaves caching to the resolver; without it every name re-asks "de. A").
@@ -482,6 +491,17 @@ class Iterator:
             return None
         return kept[1]
 
+    def keep_ds_answer(self, za: ZoneAnswer) -> None:
+        """Keep the parent's answer to a DS query asked ahead of the data (the
+        resolver's cut check) as if a referral had brought it, for the key walk."""
+        assert za.message is not None
+        records = [*za.message.answer, *za.message.authority]
+        if records:
+            if len(self._referral_ds) > 10_000:
+                self._referral_ds.clear()
+            ttl = min(r.ttl for r in records)
+            self._referral_ds[za.question.qname] = (self.clock.now() + ttl, za)
+
     def forget_referral_ds(self, zone: dns.name.Name) -> None:
         self._referral_ds.pop(zone, None)
 
@@ -529,6 +549,10 @@ class Iterator:
                         "to the child instead of answering it"),))
                 self.delegations.put(child)
                 self._remember_ds(msg, child.zone, deleg.zone, result.server)
+                if self.check_cut is not None and not work.cd:
+                    bogus = await self.check_cut(child.zone, work)
+                    if bogus:
+                        return ZoneAnswer(Kind.BOGUS_CUT, q, child.zone, edes=bogus)
                 deleg = child
                 point = child.zone
                 continue

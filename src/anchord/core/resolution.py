@@ -56,8 +56,9 @@ from anchord.core.trustmap import TrustKind, TrustMap
 from anchord.core.validator import ValidatorPolicy, verify_dnskeys, verify_rrset, wildcard_expansion
 
 # How long conclusions that are not "secure" are remembered, in seconds. A bogus key
-# set is re-examined soon (a registry may repair it); a network failure sooner still.
-BOGUS_KEYS_TTL = 30
+# set is re-examined soon (a registry may repair it), after a minute as Unbound's
+# val-bogus-ttl, doubling while it stays bogus (_backed_off); a network failure sooner.
+BOGUS_KEYS_TTL = 60
 UNREACHABLE_KEYS_TTL = 5
 
 # Data that validates bogus is asked again of the zone's other servers, leaving out
@@ -141,7 +142,12 @@ class Resolver:
             max(1000, config.cache.max_entries // 10))
         self.iterator = Iterator(config.upstream, clock, transport, self.delegations,
                                  self.infra, rng, self._lookup_addresses,
-                                 dnssec=config.dnssec.enabled)
+                                 dnssec=config.dnssec.enabled,
+                                 check_cut=self._bogus_cut if config.dnssec.enabled else None)
+        # A referral's DS verdict reached while checking the cut, handed to the key
+        # walk that follows so the same signature is not checked twice.
+        self._checked_ds: BoundedMap[dns.name.Name, tuple[dns.rrset.RRset, Verdict]] = \
+            BoundedMap(1000)
 
     @staticmethod
     def _trust_from(config: Config) -> TrustMap:
@@ -176,6 +182,9 @@ class Resolver:
         if stale is not None and now < stale.refresh_after:
             return self.stale_answer(stale, *stale.refresh_failure)
         failed = self.failures.get(question, now) if self.config.failure_cache.enabled else None
+        if failed is not None and cd and failed.outcome.rcode == dns.rcode.SERVFAIL \
+                and failed.outcome.security is Security.BOGUS:
+            failed = None  # cut short at a bogus zone cut: a CD client still gets the data
         if failed is not None:
             cached_ede = Ede(EdeCode.CACHED_ERROR,
                              f"cached failure for {question}, retried after "
@@ -184,7 +193,7 @@ class Resolver:
                 return self.stale_answer(stale, *failed.outcome.edes)
             return replace(failed.outcome, freshness=Freshness.CACHED_FAILURE).with_edes(
                 cached_ede)
-        outcome = await self.resolve_uncached(question)
+        outcome = await self.resolve_uncached(question, cd=cd)
         return self.settle(question, outcome, stale or self._revivable(entry, state))
 
     # -- prefetch (Unbound's): refresh popular answers before they expire ------------------
@@ -289,8 +298,10 @@ class Resolver:
             ttls = [self.config.cache.min_ttl or 60]
         return max(self.config.cache.min_ttl, min(min(ttls), self.config.cache.max_ttl))
 
-    async def resolve_uncached(self, question: Question, work: Work | None = None) -> Outcome:
+    async def resolve_uncached(self, question: Question, work: Work | None = None,
+                               cd: bool = False) -> Outcome:
         work = work if work is not None else self._new_work()
+        work.cd = work.cd or cd
         budget = self._budget()
         return await self._resolve_chain(question, work, budget)
 
@@ -309,7 +320,9 @@ class Resolver:
                 f"CNAME chain to {q.qname} longer than {self.config.upstream.max_cname_chain}"))
         part = self._dname_from_cache(q) or self._denial_from_cache(q)
         if part is None:
-            za = await self.iterator.query(q, work)
+            za = await self._known_cut_answer(q, work) or await self.iterator.query(q, work)
+            if za.kind is Kind.BOGUS_CUT:
+                return Outcome.servfail(q, *za.edes, security=Security.BOGUS)
             if za.kind is Kind.FAILURE:
                 return Outcome.servfail(q, *za.edes)
             part = await self._validate(za, work, budget)
@@ -318,7 +331,7 @@ class Resolver:
                     break
                 work.exclude.add((za.zone, za.server))
                 retry = await self.iterator.query(q, work)
-                if retry.kind is Kind.FAILURE:
+                if retry.kind in (Kind.FAILURE, Kind.BOGUS_CUT):
                     break  # no other server: the bogus reason stands
                 za = retry
                 part = await self._validate(za, work, budget)
@@ -872,8 +885,103 @@ class Resolver:
                 keys = await self._delegated_keys(zone, work, budget)
         finally:
             work.depth -= 1
+        if keys.security is Security.BOGUS:
+            keys = self._backed_off(keys, now)
         self.keys.put(keys)
         return keys
+
+    def _backed_off(self, keys: ZoneKeys, now: float) -> ZoneKeys:
+        """A zone found bogus again is left alone twice as long, up to the failure
+        cache's maximum (RFC 9520's back-off, applied where the failure is decided):
+        while a TLD stays broken its children's DS is not fetched again every half
+        minute, and a repair shows within that bound (at once after an NTA's flush)."""
+        last = self.keys.last(keys.zone)
+        streak = last.bogus_streak + 1 if last is not None \
+            and last.security is Security.BOGUS else 1
+        hold = min(BOGUS_KEYS_TTL * 2 ** min(streak - 1, 16),
+                   max(BOGUS_KEYS_TTL, self.config.failure_cache.max_ttl))
+        return replace(keys, bogus_streak=streak, expires_at=max(keys.expires_at, now + hold))
+
+    async def _known_cut_answer(self, q: Question, work: Work) -> ZoneAnswer | None:
+        """The cut check (below) for the deepest zone cut already known above `q`,
+        whose servers would be asked next without a referral on the way."""
+        if not self.config.dnssec.enabled or work.cd:
+            return None
+        cut = self.delegations.closest(q.qname, self.clock.now() + work.leeway)
+        if cut is None:
+            return None
+        bogus = await self._bogus_cut(cut.zone, work)
+        return ZoneAnswer(Kind.BOGUS_CUT, q, cut.zone, edes=bogus) if bogus else None
+
+    async def _bogus_cut(self, zone: dns.name.Name, work: Work) -> tuple[Ede, ...]:
+        """Why the keys of `zone` are bogus, when that is known or cheap to learn before
+        its servers are asked for data (else ()).
+
+        Whatever a zone serves or delegates is signed by its keys or proven by them,
+        so when they are bogus no answer from below can validate. Settling that from
+        the parent's side first (as Knot Resolver walks, top-down) spares the data query
+        a broken TLD would make worthless: while .de was broken each refresh of a child
+        name cost a query to the child as well as the DS queries. Only what the parent
+        side tells is used (a cached conclusion, the DS a referral brought, a zone last
+        found bogus asked for its DS again): a zone that validates costs the queries it
+        did before, and a dead child server is not asked twice.
+        """
+        now = self.clock.now()
+        point = self.trust.closest(zone, now)
+        if point is None or point.kind is not TrustKind.ANCHOR or point.zone == zone:
+            return ()  # under an NTA or override, no anchor, or the anchor itself
+        budget = self._budget()
+        keys = self.keys.get(zone, now)
+        if keys is None:
+            last = self.keys.last(zone)
+            if last is not None and last.security is Security.BOGUS:
+                keys = await self.zone_keys(zone, work, budget)
+            else:
+                verdict = await self._referral_ds_verdict(zone, work, budget)
+                if self.iterator.ds_from_referral(zone) is None \
+                        and await self._ds_ahead(zone, work):
+                    verdict = await self._referral_ds_verdict(zone, work, budget)
+                if verdict is None or verdict.is_secure:
+                    return ()
+                keys = await self.zone_keys(zone, work, budget)
+        return keys.edes if keys.security is Security.BOGUS else ()
+
+    async def _ds_ahead(self, zone: dns.name.Name, work: Work) -> bool:
+        """Ask the parent for the DS of `zone` before the data (the key walk needs it
+        anyway and takes it from here): True when a DS set came back."""
+        za = await self._fetch(zone, dns.rdatatype.DS, work)
+        if za.kind is Kind.FAILURE or za.message is None:
+            return False  # the key walk asks again and words the failure
+        if za.kind in (Kind.ANSWER, Kind.NODATA):
+            self.iterator.keep_ds_answer(za)
+        return za.kind is Kind.ANSWER
+
+    def _ds_unreachable(self, zone: dns.name.Name, za: ZoneAnswer) -> ZoneKeys:
+        # A network failure stays a network failure: never reported as bogus.
+        return ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
+            Ede(e.code, f"cannot fetch the DS set of {zone}: {e.text}") for e in za.edes),
+            expires_at=self.clock.now() + UNREACHABLE_KEYS_TTL)
+
+    async def _referral_ds_verdict(self, zone: dns.name.Name, work: Work, budget: WorkBudget
+                                   ) -> Verdict | None:
+        """The DS set a referral into `zone` brought, checked with its parent's keys
+        (which the key walk needs next anyway); None when there is none or the parent's
+        keys are not secure."""
+        za = self.iterator.ds_from_referral(zone)
+        if za is None or za.kind is not Kind.ANSWER or za.message is None:
+            return None
+        ds = _find(za.message.answer, zone, dns.rdatatype.DS)
+        sigs = _sigs_for(za.message.answer, zone, dns.rdatatype.DS)
+        signer = _signer(sigs)
+        if ds is None or signer is None or signer == zone or not zone.is_subdomain(signer):
+            return None
+        parent = await self.zone_keys(signer, work, budget)
+        if parent.security is not Security.SECURE or parent.dnskeys is None:
+            return None
+        verdict = verify_rrset(ds, sigs, parent.dnskeys, signer, self.validation_time(),
+                               self.policy, budget)
+        self._checked_ds.put(zone, (ds, verdict))
+        return verdict
 
     def _keys_ttl(self, security: Security, edes: tuple[Ede, ...], *ttls: int) -> float:
         now = self.clock.now()
@@ -893,6 +1001,9 @@ class Resolver:
         za = await self._fetch(zone, dns.rdatatype.DNSKEY, work)
         source = (za.zone, za.server) if za.server is not None else None
         now = self.clock.now()
+        if za.kind is Kind.BOGUS_CUT:
+            return None, None, ZoneKeys(zone, Security.BOGUS, edes=za.edes,
+                                        expires_at=now + BOGUS_KEYS_TTL), source
         if za.kind is Kind.FAILURE or za.message is None:
             return None, None, ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
                 Ede(e.code, f"cannot fetch the DNSKEY set of {zone}: {e.text}") for e in za.edes),
@@ -939,11 +1050,10 @@ class Resolver:
         retries = self.config.dnssec.bogus_retries if retries is None else retries
         za = self.iterator.ds_from_referral(zone) or await self._fetch(
             zone, dns.rdatatype.DS, work)
+        if za.kind is Kind.BOGUS_CUT:
+            return ZoneKeys(zone, Security.BOGUS, edes=za.edes, expires_at=now + BOGUS_KEYS_TTL)
         if za.kind is Kind.FAILURE or za.message is None:
-            # A network failure stays a network failure: never reported as bogus.
-            return ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
-                Ede(e.code, f"cannot fetch the DS set of {zone}: {e.text}") for e in za.edes),
-                expires_at=now + UNREACHABLE_KEYS_TTL)
+            return self._ds_unreachable(zone, za)
         msg = za.message
         if za.kind is Kind.ANSWER:
             ds = _find(msg.answer, zone, dns.rdatatype.DS)
@@ -962,8 +1072,9 @@ class Resolver:
             if parent.security is not Security.SECURE:
                 return replace(parent, zone=zone)
             assert parent.dnskeys is not None
-            verdict = verify_rrset(ds, sigs, parent.dnskeys, signer, self.validation_time(),
-                                   self.policy, budget)
+            checked = self._checked_ds.pop(zone)
+            verdict = checked[1] if checked is not None and checked[0] is ds else verify_rrset(
+                ds, sigs, parent.dnskeys, signer, self.validation_time(), self.policy, budget)
             if not verdict.is_secure:
                 self.iterator.forget_referral_ds(zone)  # the retry asks the parent afresh
                 failed_ds = ZoneKeys(zone, verdict.security, edes=verdict.edes,
