@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -427,11 +426,6 @@ def delv_verdict(output: str) -> str:
     if "resolution failed" in output:
         return "failed"
     return "unknown"
-
-
-def need(*tools: str) -> list[str]:
-    """The tools from `tools` that are not on PATH."""
-    return [t for t in tools if shutil.which(t) is None]
 
 
 def ok_rcode(name: str) -> int:

@@ -23,13 +23,12 @@ from tests.e2e_support import (
     delv_anchor_file,
     dig,
     kdig,
-    need,
     start_resolver,
     start_testbed,
 )
+from tests.requirements import require_tools
 
-pytestmark = pytest.mark.skipif(bool(need("dig", "kdig", "delv")),
-                                reason=f"missing Debian clients: {need('dig', 'kdig', 'delv')}")
+_tools = require_tools("dig", "kdig", "delv")
 
 CHILDREN = 30
 

@@ -26,16 +26,15 @@ from tests.e2e_support import (
     dig,
     free_port,
     free_port_on,
-    need,
     nsd_conf,
     prepare_resolver_toml,
     start_nsd,
     start_resolver,
     start_testbed,
 )
+from tests.requirements import require_tools
 
-pytestmark = pytest.mark.skipif(bool(need("nsd", "nsd-checkconf", "dig")),
-                                reason=f"missing: {need('nsd', 'nsd-checkconf', 'dig')}")
+_tools = require_tools("nsd", "nsd-checkconf", "dig", "delv")
 
 CHILDREN = 30
 
@@ -144,7 +143,6 @@ def test_root_and_ds_have_ad_via_nsd(pair: Pair) -> None:
         assert r.rcode == "NOERROR" and r.ad, f"{name}/{rdtype}:\n{r.output}"
 
 
-@pytest.mark.skipif(bool(need("delv")), reason="delv missing")
 def test_delv_against_nsd_directly_agrees(pair: Pair, tmp_path: Path) -> None:
     """delv asking NSD itself (which holds every zone, so it can answer everything) is a
     validator with no anchord in the path: its verdicts must be anchord's.

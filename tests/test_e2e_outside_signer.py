@@ -27,14 +27,14 @@ from tests.e2e_support import (
     dig,
     free_port,
     free_port_on,
-    need,
     nsd_conf,
     start_nsd,
     start_resolver,
 )
+from tests.requirements import require_tools
 
-TOOLS = ("ldns-keygen", "ldns-signzone", "ldns-key2ds", "nsd", "nsd-checkconf", "dig")
-pytestmark = pytest.mark.skipif(bool(need(*TOOLS)), reason=f"missing: {need(*TOOLS)}")
+_tools = require_tools("ldns-keygen", "ldns-signzone", "ldns-key2ds", "nsd", "nsd-checkconf",
+                       "dig", "delv")
 
 ROOT_ADDR, TEST_ADDR, EXT_ADDR = "127.54.0.1", "127.54.0.2", "127.54.0.3"
 ADDRESSES = (ROOT_ADDR, TEST_ADDR, EXT_ADDR)
@@ -177,7 +177,6 @@ def test_answer_is_the_zone_data(signed: Signed) -> None:
     assert "192.0.2.80" in r.output, r.output
 
 
-@pytest.mark.skipif(bool(need("delv")), reason="delv missing")
 def test_delv_agrees(signed: Signed, tmp_path: Path) -> None:
     anchor = delv_anchor_file(signed.anchor, tmp_path / "anchor.conf")
     for name in ("www.ext.test", "nosuch.ext.test"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -20,9 +19,9 @@ import redis
 from anchord.control.fleet import RedisTrustStore, redact
 from anchord.core.outcome import EdeCode, Question, Security
 from tests.conftest import World
+from tests.requirements import require_tools
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not installed")
+_tools = require_tools("redis-server")
 
 BOGUS = dns.name.from_text("bogus.de.")
 Q = Question(dns.name.from_text("www.bogus.de."), dns.rdatatype.A)

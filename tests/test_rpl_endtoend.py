@@ -11,23 +11,20 @@ from click.testing import CliRunner
 from anchord.testbed.replay.command import rpl
 from anchord.testbed.replay.parser import parse_file, parse_text
 from anchord.testbed.replay.runner import run_scenario
+from tests.requirements import scenario_dir
 
-RPL = Path("/work/shared/rpl")
+RPL = scenario_dir()
 
 
 @pytest.mark.parametrize("name", ["deckard/iter_resolve.rpl", "unbound/iter_resolve.rpl"])
 def test_basic_iterative_resolve_passes(name: str) -> None:
     path = RPL / name
-    if not path.exists():
-        pytest.skip("scenario set not present")
     result = run_scenario(parse_file(path))
     assert result.status == "pass", result.reason
 
 
 def test_wrong_expectation_fails_with_expected_vs_got() -> None:
     path = RPL / "unbound" / "iter_resolve.rpl"
-    if not path.exists():
-        pytest.skip("scenario set not present")
     text = path.read_text()
     head, _, tail = text.rpartition("www.example.com. IN A\t10.20.30.40")  # the CHECK_ANSWER
     result = run_scenario(parse_text(head + "www.example.com. IN A\t10.20.30.41" + tail,
@@ -52,8 +49,6 @@ SCENARIO_END
 
 def test_command_writes_report(tmp_path: Path) -> None:
     path = RPL / "deckard" / "iter_resolve.rpl"
-    if not path.exists():
-        pytest.skip("scenario set not present")
     out = tmp_path / "r.json"
     res = CliRunner().invoke(rpl, [str(path), "--report", str(out)])
     assert res.exit_code == 0, res.output
@@ -67,8 +62,6 @@ def test_aggressive_nsec_synthesises_denials_and_is_a_config_choice() -> None:
     """RFC 8198: with aggressive-nsec the second NXDOMAIN is proven from the cached NSECs
     (nothing scripted answers it); with it off the same scenario goes upstream and fails."""
     path = RPL / "unbound" / "val_negcache_nxdomain.rpl"
-    if not path.exists():
-        pytest.skip("scenario set not present")
     text = path.read_text()
     assert run_scenario(parse_text(text, str(path))).status == "pass"
     off = text.replace("aggressive-nsec: yes", "aggressive-nsec: no")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dns.name
 import dns.rdatatype
-import pytest
 
 from anchord.testbed.replay.parser import Dialect, parse_file, parse_text
+from tests.requirements import scenario_dir
 
-RPL = Path("/work/shared/rpl")
+RPL = scenario_dir()
 FILES = sorted(RPL.glob("*/*.rpl"))
 
 
-@pytest.mark.skipif(not FILES, reason="scenario set not present")
 def test_every_scenario_file_parses() -> None:
     assert len(FILES) >= 480
     for path in FILES:

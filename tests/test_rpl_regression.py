@@ -12,20 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from anchord.testbed.replay.command import collect, run_one
+from tests.requirements import scenario_dir
 
 KNOWN = Path(__file__).resolve().parent / "rpl_known_failures.txt"
-
-
-def _scenario_dir() -> Path | None:
-    # In CI the repository is a fresh clone with shared/ beside it.
-    for candidate in (Path(__file__).resolve().parents[2] / "shared" / "rpl",
-                      Path("/work/shared/rpl")):
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def _known() -> dict[str, str]:
@@ -47,9 +37,7 @@ def test_known_failures_file_is_well_formed() -> None:
 
 
 def test_every_scenario_passes_or_is_a_listed_known_failure() -> None:
-    folder = _scenario_dir()
-    if folder is None:
-        pytest.skip("scenario set (shared/rpl) not present")
+    folder = scenario_dir()
     known = _known()
     results = {p.relative_to(folder).as_posix(): run_one(p) for p in collect((str(folder),))}
     assert results, f"no scenarios found in {folder}"

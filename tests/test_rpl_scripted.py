@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import dns.flags
 import dns.message
 import dns.rcode
-import pytest
 
 from anchord.core.ports import ServerAddress, UpstreamError
 from anchord.testbed.replay.confmap import map_config, parse_override_date
 from anchord.testbed.replay.parser import parse_file, parse_text
 from anchord.testbed.replay.scripted import ScriptedTransport
+from tests.requirements import scenario_dir
 
-RPL = Path("/work/shared/rpl")
+RPL = scenario_dir()
 
 
 def _ask(t: ScriptedTransport, host: str, name: str, rdtype: str):
@@ -88,8 +87,6 @@ def test_deckard_first_eligible_block_only_servfail_and_edns() -> None:
 
 def test_deckard_do_not_answer_times_out() -> None:
     path = RPL / "deckard" / "iter_timeouted_ns.rpl"
-    if not path.exists():
-        pytest.skip("scenario set not present")
     s = parse_file(path)
     t = ScriptedTransport(s, step=11)
     _, r = _ask(t, "1.1.1.1", "fail.net.", "A")

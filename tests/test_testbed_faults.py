@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ import pytest
 
 from anchord.testbed.command import Testbed, TestbedError
 from anchord.testbed.zones import TestbedSpec
+from tests.requirements import require_tools
+
+_tools = require_tools("dig")
 
 DE, CHILD = "127.53.1.1", "127.53.3.1"
 # The real CLI, run the way an operator runs it.
@@ -126,7 +128,6 @@ def test_fault_without_running_testbed(tmp_path: Path) -> None:
     assert out.returncode == 1 and "no testbed running" in out.stderr
 
 
-@pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed")
 def test_port_in_use_gives_one_line_error(testbed: Testbed, tmp_path: Path) -> None:
     out = subprocess.run(
         [

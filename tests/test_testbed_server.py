@@ -5,7 +5,6 @@ One small testbed (20 children) per module; each test names the rule it checks."
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,8 +21,9 @@ import pytest
 from anchord.control.config import load_config
 from anchord.testbed.command import Testbed, TestbedError
 from anchord.testbed.zones import TestbedSpec
+from tests.requirements import require_tools
 
-pytestmark = pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed")
+_tools = require_tools("dig", "ldns-verify-zone", "dnssec-verify")
 
 ROOT, DE, COM, CHILD = "127.53.0.1", "127.53.1.1", "127.53.2.1", "127.53.3.1"
 
@@ -244,7 +244,6 @@ def _zone_file(tb: Testbed, zone: str) -> Path:
     return tb.directory / "zones" / f"{zone.rstrip('.') or 'root'}.zone"
 
 
-@pytest.mark.skipif(shutil.which("ldns-verify-zone") is None, reason="ldnsutils missing")
 @pytest.mark.parametrize("zone", ["root", "de", "com", "c0.de", "c7.de", "wild.de", "alias.de"])
 def test_signed_zones_verify_with_ldns(testbed: Testbed, zone: str) -> None:
     out = subprocess.run(
@@ -256,7 +255,6 @@ def test_signed_zones_verify_with_ldns(testbed: Testbed, zone: str) -> None:
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.skipif(shutil.which("ldns-verify-zone") is None, reason="ldnsutils missing")
 @pytest.mark.parametrize("zone", ["bogus.de", "expired.de", "notyet.de"])
 def test_fault_zones_do_not_verify(testbed: Testbed, zone: str) -> None:
     out = subprocess.run(
@@ -268,7 +266,6 @@ def test_fault_zones_do_not_verify(testbed: Testbed, zone: str) -> None:
     assert out.returncode != 0
 
 
-@pytest.mark.skipif(shutil.which("dnssec-verify") is None, reason="bind9-utils missing")
 @pytest.mark.parametrize("zone", ["de.", "c0.de."])
 def test_signed_zones_verify_with_bind(testbed: Testbed, zone: str) -> None:
     # -z: our zones are signed by one CSK (flags 257), which dnssec-verify calls a KSK.

@@ -258,7 +258,7 @@ def test_tcp_connection_refused_is_network_error() -> None:
 
 
 def test_works_under_uvloop() -> None:
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop
 
     def script(q, addr, sock, spoof):
         spoof.sendto(_answer(q), addr)
