@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import dns.edns
 import dns.message
 import dns.rcode
 import dns.rrset
+import pytest
 
 from anchord.testbed.incident.clients import Workload, parse_response
 from anchord.testbed.incident.record import Event, Upstream
+from anchord.testbed.incident.run import Options, Run
 from anchord.testbed.incident.summary import Marks, child_zone, names_key_tag, summarize
 from anchord.testbed.incident.timeline import SimClock, Timeline, epoch, scale_for
 
@@ -70,3 +73,12 @@ def test_summary_windows_and_upstream_per_failing_name() -> None:
     assert s["servfail_ede"] == {"6": 2, "without_ede": 0}
     assert s["servfail_text_names_key_tag"] == 1.0
     assert s["upstream_queries_per_failing_name_per_30s"] == 2.0
+
+
+def test_relative_output_folder_is_made_absolute(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`anchord serve` runs inside the output folder: a relative --out (as scripts/main
+    passes) must reach it as an absolute path, or the resolver finds no config."""
+    monkeypatch.chdir(tmp_path)
+    run = Run(Options(out=Path("out/replay")))
+    assert run.out == tmp_path / "out" / "replay" and run.out.is_absolute()

@@ -206,7 +206,9 @@ class Run:
         self.opts = opts
         self.variant = variant
         self.tl = timeline or Timeline()
-        self.out = opts.out
+        # Absolute: `anchord serve` runs with the output folder as its working directory,
+        # so a relative --out (scripts/main passes one) would point it at nothing.
+        self.out = opts.out.resolve()
         self.world_dir = self.out / "world"
         self.marks = Marks()
         self.clock: SimClock | None = None
