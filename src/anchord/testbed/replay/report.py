@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -59,6 +60,47 @@ def totals(results: list[Result]) -> dict[str, dict[str, int]]:
     return out
 
 
+# Pass rates by suite and file-name prefix, with the floor issue 5 sets for each; a
+# scenario counts when it is not excluded, and unsupported counts as not passed.
+RATE_FLOORS = (("deckard", "val_", 0.90), ("deckard", "iter_", 0.85), ("deckard", "nsec", 0.85),
+               ("unbound", "val_", 0.80), ("unbound", "black_", 0.80),
+               ("unbound", "serve_", 0.70), ("unbound", "iter_", 0.70))
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    suite: str
+    files: str
+    passed: int
+    counted: int
+    floor: float
+
+    @property
+    def rate(self) -> float | None:
+        return self.passed / self.counted if self.counted else None
+
+
+def rates(results: list[Result]) -> list[Rate]:
+    out: list[Rate] = []
+    for suite, prefix, floor in RATE_FLOORS:
+        mine = [r for r in results if Path(r.file).parent.name == suite
+                and Path(r.file).name.startswith(prefix) and r.status != "excluded"]
+        out.append(Rate(suite, f"{prefix}*", sum(r.status == "pass" for r in mine), len(mine),
+                        floor))
+    return out
+
+
+def format_rates(results: list[Result]) -> list[str]:
+    lines = [f"{'suite':8} {'files':8} {'passed':>7} {'of':>4} {'rate':>6} {'floor':>6}"]
+    for row in rates(results):
+        if row.rate is None:
+            continue
+        lines.append(f"{row.suite:8} {row.files:8} {row.passed:7} {row.counted:4} "
+                     f"{row.rate:6.0%} {row.floor:6.0%}"
+                     + ("" if row.rate >= row.floor else "  below floor"))
+    return lines
+
+
 def format_table(results: list[Result], verbose: bool = False) -> str:
     lines: list[str] = []
     if verbose:
@@ -73,6 +115,8 @@ def format_table(results: list[Result], verbose: bool = False) -> str:
         lines.append(f"{group:8} {counts['pass']:6} {counts['fail']:6} "
                      f"{counts['unsupported']:6} {counts['excluded']:6} "
                      f"{sum(counts.values()):6}")
+    lines.append("")
+    lines.extend(format_rates(results))
     lines.append("")
     dropped = [r for r in results if r.status == "excluded"]
     if dropped:
@@ -91,6 +135,9 @@ def to_json(results: list[Result]) -> dict[str, object]:
                      "group": group_of(r.file), "notes": r.notes,
                      "unmatched_upstream": r.unmatched_upstream} for r in results],
         "totals": totals(results),
+        "rates": [{"suite": r.suite, "files": r.files, "passed": r.passed,
+                   "counted": r.counted, "rate": r.rate, "floor": r.floor}
+                  for r in rates(results)],
         "tolerances": list(TOLERANCES),
     }
 
@@ -99,4 +146,4 @@ def write_json(results: list[Result], path: str | Path) -> None:
     Path(path).write_text(json.dumps(to_json(results), indent=2) + "\n", encoding="utf-8")
 
 
-__all__ = ["GROUPS", "format_table", "group_of", "to_json", "totals", "write_json"]
+__all__ = ["GROUPS", "format_table", "group_of", "rates", "to_json", "totals", "write_json"]
