@@ -31,7 +31,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -516,6 +515,10 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+# Debian packages of the peers measured beside Unbound (which the test command installs).
+PEER_DEBS = ("knot-resolver", "pdns-recursor", "bind9")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -533,7 +536,13 @@ def main() -> int:
                     help="interpreter for anchord (e.g. /usr/bin/python3)")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "anchord-bench"))
     ap.add_argument("--output", default=str(HERE / "results.json"))
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not install the peers and tools from Debian first")
     args = ap.parse_args()
+    if not args.no_install:
+        # The same idempotent set-up as the test command, plus the peers it leaves out.
+        subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], check=True,
+                       env={**os.environ, "ANCHORD_EXTRA_DEBS": " ".join(PEER_DEBS)})
     if args.quick:
         args.children, args.cold, args.mem = 1000, 1000, 5000
         args.duration, args.latency_duration = 3, 3

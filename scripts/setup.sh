@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(bind9-dnsutils knot-dnsutils nsd ldnsutils bind9-utils dnsperf unbound redis-server)
+# The benchmark (bench/run.py) adds the other peers: knot-resolver pdns-recursor bind9.
+read -r -a extra <<< "${ANCHORD_EXTRA_DEBS:-}"
+DEBS+=("${extra[@]}")
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
