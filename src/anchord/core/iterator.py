@@ -106,7 +106,9 @@ def gather_signatures(msg: dns.message.Message) -> None:
     additional section. The signature is valid wherever it travels (RFC 4035 3.1.1
     only asks servers to keep them together), so it is moved to the section holding
     the covered RRset before anything else reads the message. A signature already in
-    the same section as its RRset, or covering nothing present, stays where it is.
+    the same section as its RRset, or covering nothing present, stays where it is;
+    one from another section joins it there (an answer may carry one algorithm's
+    RRSIG beside the data and another's in ADDITIONAL: both are the RRset's).
     """
     sections: tuple[list[dns.rrset.RRset], ...] = (msg.answer, msg.authority, msg.additional)
     data: dict[tuple[dns.name.Name, int], list[int]] = {}
@@ -119,15 +121,22 @@ def gather_signatures(msg: dns.message.Message) -> None:
                 data.setdefault((rrset.name, int(rrset.rdtype)), []).append(index)
     for key, homes in data.items():
         found = sigs.get(key)
-        if not found or set(homes) & set(found):
+        if not found:
             continue
-        home = sections[homes[0]]
-        for index in found:
+        home_index = homes[0]
+        home = sections[home_index]
+        beside = next((r for r in home if r.rdtype == dns.rdatatype.RRSIG
+                       and (r.name, int(r.covers)) == key), None)
+        for index in sorted(set(found) - set(homes)):
             source = sections[index]
             for rrset in list(source):
                 if rrset.rdtype == dns.rdatatype.RRSIG and (rrset.name, int(rrset.covers)) == key:
                     source.remove(rrset)
-                    home.append(rrset)
+                    if beside is None:
+                        home.append(rrset)
+                        beside = rrset
+                    else:
+                        beside.union_update(rrset)
 
 
 def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind:
