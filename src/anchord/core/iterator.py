@@ -83,6 +83,10 @@ class ZoneAnswer:
     message: dns.message.Message | None = None
     edes: tuple[Ede, ...] = ()
     server: ServerAddress | None = None
+    # For a FAILURE: every server asked gave a DNS response (an error rcode, a lame or
+    # empty one), none timed out or was unreachable. The zone is up and does not
+    # serve the data; a validator reads that differently from silence (RFC 4035 4.3).
+    all_answered: bool = False
 
 
 AddressLookup = Callable[[dns.name.Name, Work], Awaitable[list[str]]]
@@ -317,8 +321,9 @@ class Iterator:
         return msg
 
     async def _ask_zone(self, deleg: Delegation, q: Question, work: Work
-                        ) -> tuple[UpstreamResult | None, Kind, tuple[Ede, ...]]:
-        """Ask the zone's servers until one gives a usable answer, or explain why none did."""
+                        ) -> tuple[UpstreamResult | None, Kind, tuple[Ede, ...], bool]:
+        """Ask the zone's servers until one gives a usable answer, or explain why none did
+        (and whether every try got a response: the last item)."""
         deleg = await self._with_addresses(deleg, work)
         servers = self._ordered_servers(deleg, work)
         if not servers:
@@ -326,22 +331,24 @@ class Iterator:
             return None, Kind.FAILURE, (Ede(
                 EdeCode.NO_REACHABLE_AUTHORITY,
                 f"no usable address for any name server of {deleg.zone} ({names}) "
-                f"while resolving {q}"),)
+                f"while resolving {q}"),), False
         problems: list[str] = []
+        silent: list[ServerAddress] = []  # tries that got no response at all
         network_only = True
         attempts = max(self.config.attempts, 1)
         tried: set[ServerAddress] = set()
         looked_up: set[dns.name.Name] = set()
         while servers:
-            result, kind = await self._try_servers(deleg, servers, attempts, q, work, problems)
+            result, kind = await self._try_servers(deleg, servers, attempts, q, work, problems,
+                                                   silent)
             if result is not None:
-                return result, kind, ()
+                return result, kind, (), False
             if kind is Kind.FAILURE and problems and problems[-1] == _WORK_LIMIT:
                 problems.pop()
                 return None, Kind.FAILURE, (Ede(
                     EdeCode.OTHER,
                     f"work limit: more than {work.upstream_sent} upstream queries "
-                    f"while resolving {q} (at zone {deleg.zone})"),)
+                    f"while resolving {q} (at zone {deleg.zone})"),), False
             network_only = network_only and all(p.endswith(_NETWORK) for p in problems)
             tried.update(servers)
             # Every server known so far failed: find the next name server's address.
@@ -350,12 +357,13 @@ class Iterator:
         code = EdeCode.NETWORK_ERROR if network_only else EdeCode.NO_REACHABLE_AUTHORITY
         return None, Kind.FAILURE, (Ede(
             code, f"no usable answer from the servers of {deleg.zone} for {q}: "
-                  + "; ".join(problems[:4])),)
+                  + "; ".join(problems[:4])),), bool(problems) and not silent
 
     async def _try_servers(self, deleg: Delegation, servers: list[ServerAddress],
-                           attempts: int, q: Question, work: Work, problems: list[str]
-                           ) -> tuple[UpstreamResult | None, Kind]:
-        """Up to `attempts` tries over `servers`; the first usable response, or why none."""
+                           attempts: int, q: Question, work: Work, problems: list[str],
+                           silent: list[ServerAddress]) -> tuple[UpstreamResult | None, Kind]:
+        """Up to `attempts` tries over `servers`; the first usable response, or why none
+        (each try that got no response is added to `silent`)."""
         for i in range(attempts):
             server = servers[i % len(servers)]
             if not work.spend():
@@ -370,6 +378,7 @@ class Iterator:
                         server, self._request(q, deleg.forward), tcp=True,
                         timeout=self.config.timeout)
             if not result.ok or result.response is None:
+                silent.append(server)
                 if result.error is UpstreamError.TIMEOUT:
                     self.infra.timed_out(server)
                     problems.append(f"{server} timed out")
@@ -537,7 +546,7 @@ class Iterator:
             ask = self._next_name(q, point) if minimise else q
             if ask != q and ns_qtype:
                 ask = Question(ask.qname, dns.rdatatype.NS, ask.qclass)
-            result, kind, edes = await self._ask_zone(deleg, ask, work)
+            result, kind, edes, all_answered = await self._ask_zone(deleg, ask, work)
             if result is None or result.response is None:
                 if ask != q and not ns_qtype:
                     ns_qtype = True  # some servers answer only NS for the cut (RFC 7816)
@@ -545,7 +554,8 @@ class Iterator:
                 if ask != q:
                     minimise = False  # relaxed mode: the full name may still work
                     continue
-                return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=edes)
+                return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=edes,
+                                  all_answered=all_answered)
             msg = result.response
             if kind is Kind.REFERRAL:
                 child = self._referral(msg, deleg.zone, self.clock.now())

@@ -957,10 +957,14 @@ class Resolver:
         return za.kind is Kind.ANSWER
 
     def _ds_unreachable(self, zone: dns.name.Name, za: ZoneAnswer) -> ZoneKeys:
-        # A network failure stays a network failure: never reported as bogus.
+        # A network failure stays a network failure: never reported as bogus. When
+        # every server of the parent did answer, only with errors, the servers were
+        # reached, so "no reachable authority" (22) would mislead: the exchange itself
+        # failed (23, as Unbound reports a DS error).
         return ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
-            Ede(e.code, f"cannot fetch the DS set of {zone}: {e.text}") for e in za.edes),
-            expires_at=self.clock.now() + UNREACHABLE_KEYS_TTL)
+            Ede(EdeCode.NETWORK_ERROR if za.all_answered else e.code,
+                f"cannot fetch the DS set of {zone}: {e.text}")
+            for e in za.edes), expires_at=self.clock.now() + UNREACHABLE_KEYS_TTL)
 
     async def _referral_ds_verdict(self, zone: dns.name.Name, work: Work, budget: WorkBudget
                                    ) -> Verdict | None:
@@ -1004,6 +1008,14 @@ class Resolver:
         if za.kind is Kind.BOGUS_CUT:
             return None, None, ZoneKeys(zone, Security.BOGUS, edes=za.edes,
                                         expires_at=now + BOGUS_KEYS_TTL), source
+        if za.kind is Kind.FAILURE and za.all_answered:
+            # The servers answer, but not with the keys a DS (or anchor) says exist:
+            # missing data the chain of trust needs is bogus (RFC 4035 4.3), not a
+            # network failure; silence (timeouts) stays indeterminate below.
+            return None, None, ZoneKeys(zone, Security.BOGUS, edes=tuple(
+                Ede(EdeCode.DNSKEY_MISSING,
+                    f"zone {zone} has a DS but its servers give no DNSKEY set: {e.text}")
+                for e in za.edes), expires_at=now + BOGUS_KEYS_TTL), source
         if za.kind is Kind.FAILURE or za.message is None:
             return None, None, ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
                 Ede(e.code, f"cannot fetch the DNSKEY set of {zone}: {e.text}") for e in za.edes),
