@@ -226,8 +226,12 @@ def _prove(
     policy: ValidatorPolicy,
     by_nsec: Callable[[list[_Nsec]], _Result],
     by_nsec3: Callable[[_Chain], _Result],
+    missing_code: EdeCode = EdeCode.NSEC_MISSING,
 ) -> Verdict:
-    """Run the NSEC proof, else the NSEC3 proof, and word a failure as one sentence."""
+    """Run the NSEC proof, else the NSEC3 proof, and word a failure as one sentence.
+
+    `missing_code` is the EDE when no record of the zone came at all: 12 (NSEC
+    Missing) where data is denied, which is what RFC 8914 defines it for."""
     records = _nsecs_of(zone, nsecs)
     chain = _chain_of(zone, nsec3s)
     reasons: list[str] = []
@@ -250,7 +254,7 @@ def _prove(
         reasons.append(f"NSEC3: {result}")
     if not reasons:
         return Verdict.bogus(
-            EdeCode.NSEC_MISSING,
+            missing_code,
             f"no NSEC or NSEC3 record of {_name(zone)} to prove {claim}",
         )
     return Verdict.bogus(
@@ -453,7 +457,10 @@ def prove_wildcard_answer(
         return _opt_out(cover) or Verdict.secure()
 
     claim = f"that the wildcard answer for {_name(qname)} is allowed"
-    return _prove(zone, claim, nsecs, nsec3s, policy, by_nsec, by_nsec3)
+    # The data is there, only its wildcard proof is not: RFC 8914 keeps 12 for missing
+    # data without a denial, so this is plain "DNSSEC Bogus" (as Unbound answers).
+    return _prove(zone, claim, nsecs, nsec3s, policy, by_nsec, by_nsec3,
+                  missing_code=EdeCode.DNSSEC_BOGUS)
 
 
 T = TypeVar("T")
