@@ -662,6 +662,11 @@ class Resolver:
     async def _judge_data(self, za: ZoneAnswer, data: list[dns.rrset.RRset],
                           authority: tuple[dns.rrset.RRset, ...], work: Work,
                           budget: WorkBudget) -> Verdict:
+        if za.question.qtype == dns.rdatatype.RRSIG:
+            # RRSIGs are not signed themselves (RFC 4035 2.2): an answer of signatures
+            # alone has nothing to verify them with, so it goes out without AD (the
+            # client can check each against the RRset it covers).
+            return Verdict.insecure()
         caps: list[int] = []
         extra: list[Ede] = []
         insecure = False
