@@ -261,6 +261,28 @@ def test_rfc5155_8_6_opt_out_ds_nodata_is_insecure_and_no_ds_proven() -> None:
     assert prove_no_ds(n("unsigned"), ZONE, [], records, POLICY).security is Security.INSECURE
 
 
+@pytest.mark.parametrize(("opt_out", "security"),
+                         [(True, Security.INSECURE), (False, Security.BOGUS)])
+def test_rfc5155_nodata_below_opt_out_cover_without_wildcard(opt_out: bool,
+                                                             security: Security) -> None:
+    # host.nope may sit below an unsigned delegation nope that an opt-out span hides;
+    # without opt-out, nope is proven absent and so is host.nope: no NODATA.
+    chain = nsec3_chain(opt_out=opt_out)
+    records = [chain[ZONE], covering(chain, n("nope"))]
+    verdict = prove_nodata(n("host.nope"), dns.rdatatype.A, ZONE, [], records, POLICY)
+    assert verdict.security is security
+
+
+@pytest.mark.parametrize(("opt_out", "security"),
+                         [(True, Security.INSECURE), (False, Security.SECURE)])
+def test_rfc5155_8_7_wildcard_nodata_with_opt_out_next_closer_is_insecure(
+        opt_out: bool, security: Security) -> None:
+    chain = nsec3_chain(opt_out=opt_out)
+    records = [chain[n("wild")], covering(chain, n("x.wild")), chain[n("*.wild")]]
+    verdict = prove_nodata(n("a.x.wild"), dns.rdatatype.A, ZONE, [], records, POLICY)
+    assert verdict.security is security
+
+
 def test_rfc5155_no_ds_without_opt_out_for_missing_name_is_bogus() -> None:
     chain = nsec3_chain()
     records = [chain[ZONE], covering(chain, n("nope"))]

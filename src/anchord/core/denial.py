@@ -370,9 +370,17 @@ def prove_nodata(
         wildcard = _wildcard(encloser.name)
         wild = chain.match(wildcard)  # RFC 5155 8.7
         if wild is None:
-            return f"no NSEC3 matches {_name(qname)} or the wildcard {_name(wildcard)}"
+            # The next closer name in an opt-out span may be an unsigned delegation
+            # with qname inside it (RFC 5155 6, 9.2): nothing is proven, but nothing
+            # is bogus either; the answer stands as insecure, without AD.
+            return _opt_out(encloser.cover) or (
+                f"no NSEC3 matches {_name(qname)} or the wildcard {_name(wildcard)}")
         why = _nodata_types(wild.types, wildcard, qtype, zone)
-        return why if why is not None else Verdict.secure()
+        if why is not None:
+            return why
+        # An opt-out span over the next closer name may hide an unsigned delegation
+        # that would take the name away from the wildcard: proven only as insecure.
+        return _opt_out(encloser.cover) or Verdict.secure()
 
     claim = f"that {_name(qname)} has no {_type_text(qtype)} records"
     return _prove(zone, claim, nsecs, nsec3s, policy, by_nsec, by_nsec3)
