@@ -762,6 +762,16 @@ class Resolver:
             if rrset.rdtype not in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3):
                 continue
             sigs = _sigs_for(list(authority), rrset.name, rrset.rdtype)
+            expanded = next((s for s in sigs or () if wildcard_expansion(rrset.name, s)), None)
+            if expanded is not None:
+                # An NSEC/NSEC3 expanded from a wildcard (RRSIG labels below the owner's)
+                # has an owner the zone never had: it proves nothing about the names
+                # around it (CVE-2017-15105), and no server sends one in a denial.
+                return [], [], Verdict.bogus(
+                    EdeCode.DNSSEC_BOGUS,
+                    f"{rrset.name}/{dns.rdatatype.to_text(rrset.rdtype)} is a wildcard "
+                    f"expansion (RRSIG labels {expanded.labels}, key tag "
+                    f"{expanded.key_tag} of {keys.zone}) and cannot prove a denial")
             verdict = verify_rrset(rrset, sigs, keys.dnskeys, keys.zone,
                                    self.validation_time(), self.policy, budget)
             if verdict.is_bogus:
