@@ -819,12 +819,21 @@ class Resolver:
                 break
         if signer is None or not q.qname.is_subdomain(signer):
             zone = soa.name if soa is not None else za.zone
-            keys = await self._keys_for_unsigned(za.zone, zone, work, budget)
+            # A DS record is its parent zone's data: that zone's anchor judges it.
+            data_name = q.qname.parent() if q.qtype == dns.rdatatype.DS \
+                and len(q.qname) > 1 else q.qname
+            keys = await self._keys_for_unsigned(za.zone, zone, work, budget, data_name)
             if keys.security is Security.SECURE:
+                # Denial records without their signatures are EDE 10; none at all, 12.
+                unsigned = any(r.rdtype != dns.rdatatype.RRSIG for r in authority)
+                code = (EdeCode.DNSSEC_BOGUS if signer is not None
+                        else EdeCode.RRSIGS_MISSING if unsigned else EdeCode.NSEC_MISSING)
                 return Verdict.bogus(
-                    EdeCode.NSEC_MISSING if signer is None else EdeCode.DNSSEC_BOGUS,
+                    code,
                     f"{'NXDOMAIN' if za.kind is Kind.NXDOMAIN else 'NODATA'} for {q} from "
-                    f"signed zone {keys.apex or keys.zone} without a signed denial of existence")
+                    f"signed zone {keys.apex or keys.zone} without a signed denial of existence"
+                    + (" (its SOA/NSEC records carry no RRSIG)" if code is EdeCode.RRSIGS_MISSING
+                       else ""))
             if keys.security is Security.INSECURE:
                 return Verdict.insecure(*keys.edes)
             return Verdict(keys.security, keys.edes)
@@ -853,13 +862,22 @@ class Resolver:
 
     # -- the chain of trust -----------------------------------------------------------------------
     async def _keys_for_unsigned(self, zone: dns.name.Name, owner: dns.name.Name, work: Work,
-                                 budget: WorkBudget) -> ZoneKeys:
+                                 budget: WorkBudget, qname: dns.name.Name | None = None
+                                 ) -> ZoneKeys:
         """Trust state for unsigned data at `owner` served by `zone`'s servers.
 
         The server's zone may be an ancestor of the data's real zone (one server can
         host both), so when the keys there are secure, look for a proven insecure cut
-        between it and the owner before calling the data bogus.
+        between it and the owner before calling the data bogus. A trust anchor between
+        the server's zone and the question's name (`qname`, default the owner) rules
+        instead: a forwarder's "." answer for a name under an anchored zone is judged
+        by that anchor's keys.
         """
+        point = self.trust.closest(qname or owner, self.clock.now())
+        if point is not None and point.kind is TrustKind.ANCHOR \
+                and point.zone.is_subdomain(zone) and point.zone != zone:
+            zone = point.zone
+            owner = owner if owner.is_subdomain(zone) else zone
         keys = await self.zone_keys(zone, work, budget)
         if keys.security is not Security.SECURE:
             return keys
