@@ -396,9 +396,17 @@ class Resolver:
     def _keep_cut_proofs(self, za: ZoneAnswer, target: dns.name.Name) -> None:
         """A CNAME/DNAME into a child zone may come with the parent's signed proof that
         the child's delegation has no DS (NSEC/NSEC3 in AUTHORITY). Keep it for the
-        child's DS question, which the zone's servers may never answer themselves."""
+        child's DS question, which the zone's servers may never answer themselves.
+
+        The zone is the proof's signer (a forwarder answers as '.', yet an NSEC3
+        chain belongs to the zone one label above its owners)."""
         msg = za.message
-        if msg is None or not target.is_subdomain(za.zone) or target == za.zone:
+        if msg is None:
+            return
+        zone = next((r[0].signer for r in msg.authority if r.rdtype == dns.rdatatype.RRSIG
+                     and r.covers in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3)
+                     and r[0].signer.is_subdomain(za.zone)), za.zone)
+        if not target.is_subdomain(zone) or target == zone:
             return
         nsecs = [r for r in msg.authority if r.rdtype == dns.rdatatype.NSEC]
         nsec3s = [r for r in msg.authority if r.rdtype == dns.rdatatype.NSEC3]
@@ -406,12 +414,12 @@ class Resolver:
             return
         name = target
         candidates = []
-        while len(name) > len(za.zone):
+        while len(name) > len(zone):
             candidates.append(name)
             name = name.parent()
         for child in reversed(candidates):  # the highest cut below the zone first
-            if not denial.prove_no_ds(child, za.zone, nsecs, nsec3s, self.policy).is_bogus:
-                self.iterator.remember_no_ds_proof(msg, child, za.zone, za.server)
+            if not denial.prove_no_ds(child, zone, nsecs, nsec3s, self.policy).is_bogus:
+                self.iterator.remember_no_ds_proof(msg, child, zone, za.server)
                 return
 
     # -- DNAME synthesis from the cache -----------------------------------------------------
@@ -857,8 +865,38 @@ class Resolver:
         if bad is not None:
             return bad
         if za.kind is Kind.NXDOMAIN:
-            return denial.prove_nxdomain(q.qname, signer, nsecs, nsec3s, self.policy)
-        return denial.prove_nodata(q.qname, q.qtype, signer, nsecs, nsec3s, self.policy)
+            proof = denial.prove_nxdomain(q.qname, signer, nsecs, nsec3s, self.policy)
+        else:
+            proof = denial.prove_nodata(q.qname, q.qtype, signer, nsecs, nsec3s, self.policy)
+        if proof.is_bogus:
+            # The name may lie below a proven insecure delegation of the signer's zone
+            # (a server, or a forwarder, answering for parent and child alike): the
+            # signer is then not the authority for it, and the denial is the unsigned
+            # child's. Looked for only when the proof fails, so a good denial costs
+            # nothing more.
+            cut = await self._insecure_cut_between(signer, q, work, budget)
+            if cut is not None:
+                return Verdict.insecure(*cut.edes)
+        return proof
+
+    async def _insecure_cut_between(self, zone: dns.name.Name, q: Question, work: Work,
+                                    budget: WorkBudget) -> ZoneKeys | None:
+        """The keys of a proven insecure cut between `zone` and the question's name
+        (for a DS question, its parent), or None."""
+        last = q.qname.parent() if q.qtype == dns.rdatatype.DS and len(q.qname) > 1 \
+            else q.qname
+        names = []
+        name = last
+        while len(name) > len(zone) and name.is_subdomain(zone):
+            names.append(name)
+            name = name.parent()
+        for candidate in reversed(names):
+            keys = await self.zone_keys(candidate, work, budget)
+            if keys.security is Security.INSECURE:
+                return keys
+            if keys.security is not Security.SECURE:
+                return None
+        return None
 
     # -- the chain of trust -----------------------------------------------------------------------
     async def _keys_for_unsigned(self, zone: dns.name.Name, owner: dns.name.Name, work: Work,
