@@ -233,8 +233,14 @@ def _parse_question(line: str, origin: dns.name.Name) -> QuestionItem:
     name = dns.name.from_text(tokens[0], origin)
     rest = [t.upper() for t in tokens[1:]]
     rdclass = dns.rdataclass.IN
+    # Unbound's harness reads a question with its record reader, so a TTL may stand
+    # before or after the class (". 86400 IN NS"); a question has none: it is skipped.
+    if rest and rest[0].isdigit():
+        rest.pop(0)
     if rest and rest[0] in ("IN", "CH", "HS", "ANY", "NONE"):
         rdclass = dns.rdataclass.from_text(rest.pop(0))
+    if len(rest) > 1 and rest[0].isdigit():
+        rest.pop(0)
     rdtype = dns.rdatatype.from_text(rest[0]) if rest else dns.rdatatype.A
     return QuestionItem(name, int(rdtype), int(rdclass))
 
