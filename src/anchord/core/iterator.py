@@ -188,6 +188,33 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
     return Kind.LAME
 
 
+def _second_best(msg: dns.message.Message) -> str | None:
+    """Why a usable-looking response is kept only as a last resort, or None.
+
+    - Entirely empty (no record in any section): RFC 2308's NODATA without SOA is
+      legal, but it is also what a broken or misconfigured server sends; another
+      server of the zone may hold the data (Unbound retries such a reply elsewhere).
+    - Recursion available without authority (RA set, AA clear): an answer from a
+      recursive server's cache standing in for the zone's authority; the zone's
+      real servers are asked first (Unbound's "recursive lame").
+    Either is used when no server of the zone gives anything better.
+    """
+    if not (msg.answer or msg.authority or msg.additional):
+        return "an empty response"
+    if msg.flags & dns.flags.RA and not msg.flags & dns.flags.AA:
+        return "a recursive (RA, not AA) response"
+    return None
+
+
+def _upward_ns(msg: dns.message.Message, zone: dns.name.Name) -> bool:
+    """An NS set in authority for a name at or above `zone`'s parent side (a lame
+    "referral" up or sideways) with no answer and no SOA."""
+    if msg.answer or any(r.rdtype == dns.rdatatype.SOA for r in msg.authority):
+        return False
+    return any(r.rdtype == dns.rdatatype.NS and not r.name.is_subdomain(zone)
+               for r in msg.authority)
+
+
 def _soa_above(msg: dns.message.Message, zone: dns.name.Name) -> bool:
     for rrset in msg.authority:
         if rrset.rdtype == dns.rdatatype.SOA:
@@ -338,9 +365,10 @@ class Iterator:
         attempts = max(self.config.attempts, 1)
         tried: set[ServerAddress] = set()
         looked_up: set[dns.name.Name] = set()
+        held: list[tuple[UpstreamResult, Kind]] = []  # second-best responses
         while servers:
             result, kind = await self._try_servers(deleg, servers, attempts, q, work, problems,
-                                                   silent)
+                                                   silent, held)
             if result is not None:
                 return result, kind, (), False
             if kind is Kind.FAILURE and problems and problems[-1] == _WORK_LIMIT:
@@ -354,6 +382,9 @@ class Iterator:
             # Every server known so far failed: find the next name server's address.
             deleg = await self._with_addresses(deleg, work, looked_up)
             servers = [s for s in self._ordered_servers(deleg, work) if s not in tried]
+        if held:
+            # Nothing better from any server: the first second-best response stands.
+            return held[0][0], held[0][1], (), False
         code = EdeCode.NETWORK_ERROR if network_only else EdeCode.NO_REACHABLE_AUTHORITY
         return None, Kind.FAILURE, (Ede(
             code, f"no usable answer from the servers of {deleg.zone} for {q}: "
@@ -361,9 +392,11 @@ class Iterator:
 
     async def _try_servers(self, deleg: Delegation, servers: list[ServerAddress],
                            attempts: int, q: Question, work: Work, problems: list[str],
-                           silent: list[ServerAddress]) -> tuple[UpstreamResult | None, Kind]:
+                           silent: list[ServerAddress], held: list[tuple[UpstreamResult, Kind]]
+                           ) -> tuple[UpstreamResult | None, Kind]:
         """Up to `attempts` tries over `servers`; the first usable response, or why none
-        (each try that got no response is added to `silent`)."""
+        (each try that got no response is added to `silent`; second-best responses go
+        to `held`, see _second_best)."""
         for i in range(attempts):
             server = servers[i % len(servers)]
             if not work.spend():
@@ -373,10 +406,17 @@ class Iterator:
                                                 timeout=self.config.timeout)
             if result.ok and result.response is not None \
                     and result.response.flags & dns.flags.TC:
-                if work.spend():
-                    result = await self.transport.query(
-                        server, self._request(q, deleg.forward), tcp=True,
-                        timeout=self.config.timeout)
+                if not work.spend():
+                    problems.append(_WORK_LIMIT)
+                    return None, Kind.FAILURE
+                result = await self.transport.query(
+                    server, self._request(q, deleg.forward), tcp=True,
+                    timeout=self.config.timeout)
+                if result.ok and result.response is not None \
+                        and result.response.flags & dns.flags.TC:
+                    # Truncated even over TCP: the data is incomplete, never an answer.
+                    problems.append(f"{server} sent a truncated (TC) response over TCP")
+                    continue
             if not result.ok or result.response is None:
                 silent.append(server)
                 if result.error is UpstreamError.TIMEOUT:
@@ -391,8 +431,15 @@ class Iterator:
             gather_signatures(result.response)
             kind = classify(result.response, q, deleg.zone)
             if deleg.forward and kind is Kind.LAME and result.response.rcode() in (
-                    dns.rcode.NOERROR,):
+                    dns.rcode.NOERROR,) and not _upward_ns(result.response, deleg.zone):
                 kind = Kind.NODATA
+            if kind in (Kind.ANSWER, Kind.CNAME, Kind.NODATA, Kind.NXDOMAIN) \
+                    and not deleg.forward:
+                why = _second_best(result.response)
+                if why is not None:
+                    problems.append(f"{server} sent {why}")
+                    held.append((result, kind))
+                    continue
             if not deleg.forward and kind in (Kind.NXDOMAIN, Kind.NODATA) \
                     and _soa_above(result.response, deleg.zone):
                 # A denial from a zone above the one delegated to: the server serves
@@ -560,8 +607,14 @@ class Iterator:
             if kind is Kind.REFERRAL:
                 child = self._referral(msg, deleg.zone, self.clock.now())
                 if q.qtype == dns.rdatatype.DS and child.zone == q.qname:
-                    # Sent down to the child for a parent-side record: the parent
-                    # itself has nothing more to say; treat it as no answer here.
+                    # Sent down to the child for a parent-side record. A signed DS set
+                    # (or signed proof of none) in the referral is the parent's own
+                    # data for it (RFC 4035 3.1.4): that is the answer.
+                    self._remember_ds(msg, child.zone, deleg.zone, result.server)
+                    carried = self.ds_from_referral(child.zone)
+                    if carried is not None:
+                        return carried
+                    # Otherwise the parent has nothing more to say: no answer here.
                     return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=(Ede(
                         EdeCode.NO_REACHABLE_AUTHORITY,
                         f"servers of {deleg.zone} referred a DS query for {q.qname} "
