@@ -1,12 +1,19 @@
-"""The iterator's message scrubbing: signatures travel to the RRset they cover."""
+"""The iterator's message scrubbing: signatures travel to the RRset they cover, records
+with unreadable rdata or of another class are left out, second-best responses wait."""
 
 from __future__ import annotations
 
+import dns.exception
+import dns.flags
 import dns.message
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import pytest
 
-from anchord.core.iterator import gather_signatures
+from anchord.core.iterator import _second_best, drop_other_classes, gather_signatures
+from anchord.core.wire import parse_response
 
 _SIG = "A 13 3 3600 20260601000000 20260501000000 1 example.com. AAAA"
 
@@ -34,3 +41,62 @@ def test_rrsig_already_beside_its_rrset_or_covering_nothing_stays() -> None:
                [], [f"other.example.com. 3600 IN RRSIG {_SIG}"])
     gather_signatures(msg)
     assert len(msg.answer) == 2 and len(msg.additional) == 1
+
+
+# -- reading a response record by record (core.wire) and the iterator's class scrub ----
+
+
+def _reply(qtype: str, rdatas: list[dns.rdata.Rdata]) -> bytes:
+    msg = dns.message.make_response(dns.message.make_query("www.example.com.", qtype))
+    msg.answer.append(dns.rrset.from_rdata_list("www.example.com.", 3600, rdatas))
+    return msg.to_wire()
+
+
+def test_record_with_wrong_rdata_length_is_left_out_and_the_rest_kept() -> None:
+    wire = _reply("A", [dns.rdata.GenericRdata(1, 1, b"\x03\x04\x05"),  # type: ignore[arg-type]
+                        dns.rdata.from_text("IN", "A", "192.0.2.1")])
+    msg = parse_response(wire)
+    assert [rd.to_text() for rd in msg.answer[0]] == ["192.0.2.1"]
+    kept = parse_response(wire, keep_unreadable=True)
+    assert len(kept.answer[0]) == 2  # a checker sees every record
+
+
+def test_svcb_with_unordered_keys_but_intact_framing_is_relayed_opaque() -> None:
+    body = bytes.fromhex("0001000001000302683200010003026833")  # alpn twice
+    msg = parse_response(_reply("HTTPS", [dns.rdata.GenericRdata(1, 65, body)]))  # type: ignore[arg-type]
+    assert msg.answer[0][0].to_digestable() == body
+
+
+def test_svcb_with_broken_framing_is_left_out() -> None:
+    body = bytes.fromhex("000100000100040268")  # value length 4, 2 bytes follow
+    msg = parse_response(_reply("HTTPS", [dns.rdata.GenericRdata(1, 65, body)]))  # type: ignore[arg-type]
+    assert not msg.answer
+
+
+def test_broken_framing_still_raises() -> None:
+    wire = _reply("A", [dns.rdata.from_text("IN", "A", "192.0.2.1")])
+    with pytest.raises(dns.exception.FormError):
+        parse_response(wire[:-2])
+
+
+def test_records_of_another_class_are_dropped() -> None:
+    msg = dns.message.make_response(dns.message.make_query("www.example.com.", "A"))
+    msg.authority.append(dns.rrset.from_text("example.com.", 3600, "CH", "NS", "ch.example.com."))
+    msg.authority.append(dns.rrset.from_text("example.com.", 3600, "IN", "NS", "ns.example.com."))
+    drop_other_classes(msg, dns.rdataclass.IN)
+    assert [r.rdclass for r in msg.authority] == [dns.rdataclass.IN]
+
+
+@pytest.mark.parametrize(("flags", "records", "second_best"), [
+    (dns.flags.QR | dns.flags.AA, False, True),  # entirely empty
+    (dns.flags.QR | dns.flags.RA, True, True),  # a recursive server's cache
+    (dns.flags.QR | dns.flags.AA | dns.flags.RA, True, False),  # authoritative
+    (dns.flags.QR, True, False),
+])
+def test_empty_or_recursive_responses_are_only_a_last_resort(
+        flags: int, records: bool, second_best: bool) -> None:
+    msg = dns.message.make_response(dns.message.make_query("www.example.com.", "A"))
+    msg.flags = flags
+    if records:
+        msg.answer.append(dns.rrset.from_text("www.example.com.", 60, "IN", "A", "192.0.2.1"))
+    assert (_second_best(msg) is not None) == second_best

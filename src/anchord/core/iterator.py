@@ -143,6 +143,14 @@ def gather_signatures(msg: dns.message.Message) -> None:
                         beside.union_update(rrset)
 
 
+def drop_other_classes(msg: dns.message.Message, qclass: int) -> None:
+    """Leave out records of a class other than the question's: a server answering an
+    IN question has no business sending CH data, and a CH NS set must never be read as
+    the IN delegation (Unbound's scrubber removes them too)."""
+    for section in (msg.answer, msg.authority, msg.additional):
+        section[:] = [r for r in section if r.rdclass == qclass]
+
+
 def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind:
     """What kind of response this is for question `q` asked of `zone`'s servers."""
     rcode = msg.rcode()
@@ -428,6 +436,7 @@ class Iterator:
                     problems.append(f"{server} {result.error.value if result.error else 'failed'}")
                 continue
             self.infra.observe(server, result.rtt)
+            drop_other_classes(result.response, q.qclass)
             gather_signatures(result.response)
             kind = classify(result.response, q, deleg.zone)
             if deleg.forward and kind is Kind.LAME and result.response.rcode() in (

@@ -28,6 +28,7 @@ import dns.name
 import dns.rcode
 
 from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
+from anchord.core.wire import parse_response
 from anchord.engine.clock import SystemClock
 
 _RANDOM = SystemRandom()
@@ -71,7 +72,7 @@ def _check_response(
     if rid != qid or not flags & dns.flags.QR:
         raise _Mismatch
     try:
-        response = dns.message.from_wire(wire)
+        response = parse_response(wire)  # records with unreadable rdata left out
     except _PARSE_ERRORS:
         if not flags & dns.flags.TC:
             raise

@@ -22,6 +22,7 @@ import dns.rdataset
 import dns.rrset
 
 from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
+from anchord.core.wire import parse_response
 from anchord.testbed.replay.parser import Dialect, Entry, Range, Record, Scenario
 
 _FLAG_BITS = {"QR": dns.flags.QR, "AA": dns.flags.AA, "TC": dns.flags.TC,
@@ -242,7 +243,7 @@ class ScriptedTransport:
 
 def _from_wire(server: ServerAddress, wire: bytes, tcp: bool) -> UpstreamResult:
     try:
-        msg = dns.message.from_wire(wire)
+        msg = parse_response(wire)  # as the real transport reads it
     except dns.exception.DNSException:
         return UpstreamResult(server, None, UpstreamError.MALFORMED, tcp=tcp)
     return UpstreamResult(server, msg, None, rtt=0.001, tcp=tcp)
