@@ -22,7 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from anchord.core.ports import UpstreamError
+from anchord.core.ports import ServerAddress, UpstreamError
 from anchord.core.wire import parse_response
 from anchord.engine.clock import FakeClock
 from anchord.testbed.replay.confmap import map_config
@@ -34,7 +34,7 @@ from anchord.testbed.replay.scripted import (
 )
 
 # Step kinds that need machinery anchord does not have (Unbound internals, RFC 5011).
-UNSUPPORTED_STEPS = frozenset({"CHECK_AUTOTRUST", "CHECK_TEMPFILE", "ASSIGN", "INFRA_RTT",
+UNSUPPORTED_STEPS = frozenset({"CHECK_AUTOTRUST", "CHECK_TEMPFILE", "ASSIGN",
                                "FLUSH_MESSAGE", "EXPIRE_MESSAGE", "FLUSH_INFRA"})
 HOLDING_STEPS = frozenset({"REPLY", "TIMEOUT", "ERROR"})
 SCENARIO_TIMEOUT = 60.0  # real seconds; a hung scenario is a failure, not a hung run
@@ -116,6 +116,8 @@ class ScenarioRun:
             if not self.transport.fail_pending(error):
                 self.notes.add(f"{kind} step with no held upstream query (ignored)")
             await self.settle()
+        elif kind == "INFRA_RTT":
+            self.infra_rtt(step)
         elif kind == "CHECK_OUT_QUERY":
             for entry in step.entries:
                 self.check_out_query(entry)
@@ -198,6 +200,15 @@ class ScenarioRun:
         problem = compare_answer(entry, expected, got, self.scenario.dialect, self.notes)
         if problem:
             raise Mismatch(problem)
+
+    def infra_rtt(self, step: Step) -> None:
+        """`INFRA_RTT addr zone ms`: the server's measured round trip, as if observed.
+        Unbound keeps RTTs per server and zone; anchord per server, which is what
+        decides the order its servers are tried in."""
+        if len(step.args) < 3 or not step.args[2].isdigit():
+            raise Mismatch(f"INFRA_RTT {' '.join(step.args)} not understood")
+        server = ServerAddress(step.args[0], self.mapped.config.upstream.port)
+        self.resolver.core.infra.observe(server, int(step.args[2]) / 1000.0)
 
     def check_out_query(self, entry: Entry) -> None:
         if "copy_id" in entry.adjust and self.transport.answer_pending(entry):
