@@ -646,7 +646,11 @@ class Iterator:
                                            self.clock.now() + _interior_ttl(msg)))
                 continue
             self._child_ns_ttl(deleg, msg)
-            return ZoneAnswer(kind, q, deleg.zone, msg, server=result.server)
+            left_out = len(getattr(msg, "errors", ()))  # core.wire.parse_response
+            notes = (Ede(EdeCode.OTHER, f"{left_out} record(s) with malformed rdata from "
+                                        f"{result.server} for zone {deleg.zone} were left "
+                                        f"out of the answer to {q}"),) if left_out else ()
+            return ZoneAnswer(kind, q, deleg.zone, msg, edes=notes, server=result.server)
         return ZoneAnswer(Kind.FAILURE, q, deleg.zone, edes=(Ede(
             EdeCode.OTHER,
             f"more than {self.config.max_referrals} referrals while resolving {q}"),))

@@ -319,6 +319,7 @@ class Resolver:
                 EdeCode.OTHER,
                 f"CNAME chain to {q.qname} longer than {self.config.upstream.max_cname_chain}"))
         part = self._dname_from_cache(q) or self._denial_from_cache(q)
+        notes: tuple[Ede, ...] = ()  # the iterator's remarks on a usable answer
         if part is None:
             za = await self._known_cut_answer(q, work) or await self.iterator.query(q, work)
             if za.kind is Kind.BOGUS_CUT:
@@ -335,6 +336,7 @@ class Resolver:
                     break  # no other server: the bogus reason stands
                 za = retry
                 part = await self._validate(za, work, budget)
+            notes = za.edes
             if part.verdict.security is Security.SECURE and part.target is not None:
                 self._keep_cut_proofs(za, part.target)
             if part.verdict.security is Security.SECURE and (
@@ -355,7 +357,8 @@ class Resolver:
             # (A CNAME question is answered by the CNAME the DNAME synthesises.)
             authority = () if part.kind is Kind.DNAME else part.authority
             return Outcome(q, part.rcode, part.answer, authority,
-                           security=part.verdict.security, edes=order_edes(part.verdict.edes))
+                           security=part.verdict.security,
+                           edes=order_edes(part.verdict.edes + notes))
         if part.target in seen or part.target == q.qname:
             # A loop never ends in an answer: SERVFAIL, as Unbound, BIND and Knot answer.
             return Outcome.servfail(q, Ede(
