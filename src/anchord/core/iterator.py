@@ -344,6 +344,31 @@ class Iterator:
         self.delegations.put(updated)
         return updated
 
+    def _with_parent_side_addresses(self, deleg: Delegation) -> Delegation:
+        """The delegation with the glue its name servers' own parents gave for them.
+
+        A name server's address as its own zone answers it may differ from the glue
+        its parent zone holds (a renumbering half done): when every address found so
+        far failed, the parent-side ones are tried too (Unbound's parent-side
+        fallback). Used for this question only, never cached as the zone's servers.
+        """
+        if deleg.configured:
+            return deleg
+        now = self.clock.now()
+        known = set(deleg.addresses)
+        extra: list[tuple[dns.name.Name, ServerAddress]] = []
+        for ns in deleg.ns_names:
+            holder = self.delegations.closest(ns, now)
+            if holder is None or holder.zone == deleg.zone:
+                continue
+            for name, addr in holder.addresses:
+                if name == ns and (name, addr) not in known:
+                    known.add((name, addr))
+                    extra.append((name, addr))
+        if not extra:
+            return deleg
+        return replace(deleg, addresses=deleg.addresses + tuple(extra))
+
     # -- asking one zone ---------------------------------------------------------------------
     def _request(self, q: Question, forward: bool) -> dns.message.Message:
         msg = dns.message.make_query(
@@ -390,6 +415,9 @@ class Iterator:
             # Every server known so far failed: find the next name server's address.
             deleg = await self._with_addresses(deleg, work, looked_up)
             servers = [s for s in self._ordered_servers(deleg, work) if s not in tried]
+            if not servers:
+                deleg = self._with_parent_side_addresses(deleg)
+                servers = [s for s in self._ordered_servers(deleg, work) if s not in tried]
         if held:
             # Nothing better from any server: the first second-best response stands.
             return held[0][0], held[0][1], (), False
