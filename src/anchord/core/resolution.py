@@ -38,7 +38,7 @@ from anchord.core.cache import (
     aged_outcome,
     stale_outcome,
 )
-from anchord.core.iterator import Iterator, Kind, Work, ZoneAnswer
+from anchord.core.iterator import Iterator, Kind, Work, ZoneAnswer, classify
 from anchord.core.limits import WorkBudget
 from anchord.core.outcome import (
     Ede,
@@ -307,12 +307,14 @@ class Resolver:
 
     # -- CNAME / DNAME chasing ------------------------------------------------------------------
     async def _resolve_chain(self, q: Question, work: Work, budget: WorkBudget,
-                             seen: frozenset[dns.name.Name] = frozenset()) -> Outcome:
+                             seen: frozenset[dns.name.Name] = frozenset(),
+                             carried: ZoneAnswer | None = None) -> Outcome:
         """Resolve `q` from the authorities, following CNAME/DNAME hops.
 
         Each hop's target is resolved (and cached) as a question of its own, so a chain
         reuses cached targets and a target that cannot be refreshed is answered stale
         while the fresh hops before it keep their real TTLs (RFC 8767 section 4).
+        `carried`: the target's records as the previous hop's response brought them.
         """
         if len(seen) > self.config.upstream.max_cname_chain:
             return Outcome.servfail(q, Ede(
@@ -320,13 +322,25 @@ class Resolver:
                 f"CNAME chain to {q.qname} longer than {self.config.upstream.max_cname_chain}"))
         part = self._dname_from_cache(q) or self._denial_from_cache(q)
         notes: tuple[Ede, ...] = ()  # the iterator's remarks on a usable answer
+        za: ZoneAnswer | None = None
         if part is None:
-            za = await self._known_cut_answer(q, work) or await self.iterator.query(q, work)
+            za = carried or await self._known_cut_answer(q, work) \
+                or await self.iterator.query(q, work)
             if za.kind is Kind.BOGUS_CUT:
                 return Outcome.servfail(q, *za.edes, security=Security.BOGUS)
             if za.kind is Kind.FAILURE:
                 return Outcome.servfail(q, *za.edes)
             part = await self._validate(za, work, budget)
+            if za is carried and part.verdict.security is Security.BOGUS:
+                # Data a server added beside a hop that does not validate: ask for the
+                # target itself rather than blame the server for its extras.
+                za = await self._known_cut_answer(q, work) \
+                    or await self.iterator.query(q, work)
+                if za.kind is Kind.BOGUS_CUT:
+                    return Outcome.servfail(q, *za.edes, security=Security.BOGUS)
+                if za.kind is Kind.FAILURE:
+                    return Outcome.servfail(q, *za.edes)
+                part = await self._validate(za, work, budget)
             for _ in range(self.config.dnssec.bogus_retries):
                 if part.verdict.security is not Security.BOGUS or za.server is None:
                     break
@@ -364,7 +378,8 @@ class Resolver:
             return Outcome.servfail(q, Ede(
                 EdeCode.OTHER, f"CNAME/DNAME loop: {q.qname} leads back to {part.target}"))
         target = Question(part.target, q.qtype, q.qclass)
-        rest = await self._resolve_hop(target, work, budget, seen | {q.qname})
+        rest = await self._resolve_hop(target, work, budget, seen | {q.qname},
+                                       self._carried_hop(za, target))
         if rest.rcode == dns.rcode.SERVFAIL and rest.security is not Security.BOGUS:
             return Outcome.servfail(q, *rest.edes)
         security = combine_security([part.verdict.security, rest.security])
@@ -382,8 +397,35 @@ class Resolver:
         return Outcome(q, rest.rcode, part.answer + rest.answer, authority,
                        security=security, edes=edes, freshness=rest.freshness)
 
+    def _carried_hop(self, za: ZoneAnswer | None, target: Question) -> ZoneAnswer | None:
+        """The answer to a CNAME/DNAME hop's target that came in the same response, as
+        authoritative servers put it when the target lies in their zone (RFC 1034 4.3.2
+        step 3a): used as that zone's answer for the target, and validated as such, so
+        the servers are not asked again for what they already said. Records for a
+        target outside the answering zone are not the server's to give and are never
+        used; unsigned ones under a trust anchor neither (the target is asked itself)."""
+        if za is None or za.message is None or za.kind not in (Kind.CNAME, Kind.DNAME) \
+                or za.message.rcode() != dns.rcode.NOERROR \
+                or not target.qname.is_subdomain(za.zone):
+            return None
+        msg = za.message
+        owned = [r for r in msg.answer if r.name == target.qname]
+        if not any(r.rdtype != dns.rdatatype.RRSIG for r in owned):
+            return None
+        point = self.trust.closest(target.qname, self.clock.now()) \
+            if self.config.dnssec.enabled else None
+        if point is not None and point.kind is TrustKind.ANCHOR and any(
+                r.rdtype != dns.rdatatype.RRSIG and _sigs_for(owned, r.name, r.rdtype) is None
+                for r in owned):
+            return None
+        kind = classify(msg, target, za.zone)
+        if kind not in (Kind.ANSWER, Kind.CNAME, Kind.DNAME):
+            return None
+        return ZoneAnswer(kind, target, za.zone, msg, server=za.server)
+
     async def _resolve_hop(self, q: Question, work: Work, budget: WorkBudget,
-                           seen: frozenset[dns.name.Name]) -> Outcome:
+                           seen: frozenset[dns.name.Name],
+                           carried: ZoneAnswer | None = None) -> Outcome:
         """A CNAME target: from cache when fresh, else resolved and cached in its own right."""
         now = self.clock.now()
         entry = self.answers.get(q)
@@ -393,7 +435,7 @@ class Resolver:
         stale = entry if state is EntryState.STALE and self.config.serve_stale.enabled else None
         if stale is not None and now < stale.refresh_after:
             return self.stale_answer(stale, *stale.refresh_failure)
-        outcome = await self._resolve_chain(q, work, budget, seen)
+        outcome = await self._resolve_chain(q, work, budget, seen, carried)
         return self.settle(q, outcome, stale or self._revivable(entry, state))
 
     def _keep_cut_proofs(self, za: ZoneAnswer, target: dns.name.Name) -> None:
