@@ -358,7 +358,13 @@ class Iterator:
         known = set(deleg.addresses)
         extra: list[tuple[dns.name.Name, ServerAddress]] = []
         for ns in deleg.ns_names:
+            # The deepest known delegation that carries glue for the name (a bogus
+            # referral for the name itself, below its zone, carries none).
             holder = self.delegations.closest(ns, now)
+            while holder is not None and holder.zone != deleg.zone \
+                    and not any(name == ns for name, _ in holder.addresses) \
+                    and len(holder.zone) > 1:
+                holder = self.delegations.closest(holder.zone.parent(), now)
             if holder is None or holder.zone == deleg.zone:
                 continue
             for name, addr in holder.addresses:
@@ -386,6 +392,9 @@ class Iterator:
         (and whether every try got a response: the last item)."""
         deleg = await self._with_addresses(deleg, work)
         servers = self._ordered_servers(deleg, work)
+        if not servers:
+            deleg = self._with_parent_side_addresses(deleg)
+            servers = self._ordered_servers(deleg, work)
         if not servers:
             names = ", ".join(n.to_text() for n in deleg.ns_names[:4]) or "none"
             return None, Kind.FAILURE, (Ede(
