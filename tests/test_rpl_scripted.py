@@ -85,6 +85,59 @@ def test_deckard_first_eligible_block_only_servfail_and_edns() -> None:
     assert t.unmatched == 1
 
 
+DECKARD_REPLY_STEPS = """stub-addr: 1.2.3.4
+CONFIG_END
+SCENARIO_BEGIN t
+STEP 10 QUERY
+ENTRY_BEGIN
+REPLY RD
+SECTION QUESTION
+cz. IN A
+ENTRY_END
+STEP 20 REPLY
+ENTRY_BEGIN
+MATCH opcode qtype qname
+ADJUST copy_id
+REPLY QR AA TC NOERROR
+SECTION QUESTION
+cz. IN A
+ENTRY_END
+STEP 30 REPLY
+ENTRY_BEGIN
+MATCH opcode qtype qname
+ADJUST copy_id
+REPLY QR AA NOERROR
+SECTION QUESTION
+cz. IN A
+SECTION ANSWER
+cz. IN A 10.20.30.40
+ENTRY_END
+SCENARIO_END
+"""
+
+
+def test_deckard_reply_steps_answer_once_each_in_order_when_no_range_is_eligible() -> None:
+    # pydnstest Scenario.reply: REPLY steps not yet passed are one-shot answers.
+    s = parse_text(DECKARD_REPLY_STEPS, "x/deckard/t.rpl")
+    t = ScriptedTransport(s, step=10)
+    _, r = _ask(t, "9.9.9.9", "cz.", "A")
+    assert r.response.flags & dns.flags.TC
+    _, r = _ask(t, "9.9.9.9", "cz.", "A")
+    assert not r.response.flags & dns.flags.TC and r.response.answer
+    _, r = _ask(t, "9.9.9.9", "cz.", "A")
+    assert r.response.rcode() == dns.rcode.SERVFAIL  # both used up
+    t = ScriptedTransport(s, step=25)  # a REPLY step already passed is not used
+    _, r = _ask(t, "9.9.9.9", "cz.", "A")
+    assert r.response.answer
+
+
+def test_deckard_unknown_address_may_use_any_block() -> None:
+    s = parse_text(SCRIPT.format(header="stub-addr: 1.2.3.4"), "x/deckard/t.rpl")
+    t = ScriptedTransport(s, step=5)
+    _, r = _ask(t, "7.7.7.7", "www.example.com.", "A")  # named by no RANGE
+    assert r.response.answer
+
+
 def test_deckard_do_not_answer_times_out() -> None:
     path = RPL / "deckard" / "iter_timeouted_ns.rpl"
     s = parse_file(path)

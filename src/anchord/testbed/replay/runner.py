@@ -106,6 +106,8 @@ class ScenarioRun:
             await self.settle()
         elif kind == "TRAFFIC" or kind == "NOTHING":
             await self.settle()
+        elif kind == "REPLY" and not unbound:
+            pass  # Deckard: a one-shot upstream answer, served by the transport
         elif kind == "REPLY":
             for entry in step.entries:
                 if not self.transport.answer_pending(entry):

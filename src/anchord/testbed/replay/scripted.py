@@ -4,6 +4,8 @@ It implements core.ports.Transport without sockets or sleeps, so a whole resolut
 finishes inside one step. The one exception is Unbound's REPLY/TIMEOUT/ERROR steps:
 when a scenario scripts those, an unmatched query is held (an asyncio future) until
 the runner reaches the step that answers it, as Unbound's own test harness does.
+Deckard's REPLY steps mean something else there: one-shot answers for queries no
+RANGE is eligible for (pydnstest's Scenario.reply), served here without holding.
 """
 
 from __future__ import annotations
@@ -150,18 +152,46 @@ class ScriptedTransport:
     pending: list[_Pending] = field(default_factory=list)
     unmatched: int = 0
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Deckard's REPLY steps: one-shot answers (step number, entry), used in order when
+    # no RANGE is eligible, by a query made at or before that step, each at most once.
+    one_shot: list[tuple[int, Entry]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.scenario.dialect is Dialect.DECKARD:
+            self.one_shot = [(s.number, s.entries[0]) for s in self.scenario.steps
+                             if s.kind == "REPLY" and s.entries]
 
     def find_entry(self, server: ServerAddress, request: dns.message.Message,
                    tcp: bool) -> Entry | None:
-        dialect = self.scenario.dialect
+        if self.scenario.dialect is Dialect.DECKARD:
+            return self._deckard_entry(server, request, tcp)
         for rng in self.scenario.ranges:
             if not rng.active(self.step) or not _address_matches(rng, server):
                 continue
             for entry in rng.entries:
                 if query_matches(entry, request, tcp):
                     return entry
-            if dialect is Dialect.DECKARD:
-                return None  # Deckard: only the first eligible block is consulted
+        return None
+
+    def _deckard_entry(self, server: ServerAddress, request: dns.message.Message,
+                       tcp: bool) -> Entry | None:
+        """Deckard's harness (pydnstest Scenario.reply): an address no RANGE names may
+        be answered by any block; only the first eligible block is consulted; with no
+        eligible block, the first REPLY step not yet passed whose entry matches answers,
+        once."""
+        known = any(_address_matches(rng, server) for rng in self.scenario.ranges
+                    if rng.addresses)
+        for rng in self.scenario.ranges:
+            if not rng.active(self.step) or (known and not _address_matches(rng, server)):
+                continue
+            for entry in rng.entries:
+                if query_matches(entry, request, tcp):
+                    return entry
+            return None
+        for i, (number, entry) in enumerate(self.one_shot):
+            if number >= self.step and query_matches(entry, request, tcp):
+                del self.one_shot[i]
+                return entry
         return None
 
     def reply_for(self, entry: Entry, server: ServerAddress, request: dns.message.Message,
