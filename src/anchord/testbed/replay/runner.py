@@ -74,6 +74,9 @@ class ScenarioRun:
                                        transport=self.transport, seed=1)
         self.queries: list[_Pending] = []
         self.finished: list[_Pending] = []  # in completion order
+        # Deckard checks the answer to the latest QUERY (none after a RAW one, whose
+        # answer its harness never reads); Unbound the earliest answer not yet checked.
+        self.latest: _Pending | None = None
         self.notes: set[str] = set(self.mapped.notes)
         self.sent_mark = 0  # transport.sent index at the last QUERY (CHECK_OUT_QUERY)
 
@@ -144,6 +147,7 @@ class ScenarioRun:
                            asyncio.ensure_future(self._answer(parsed)))
         pending.task.add_done_callback(lambda _t: self.finished.append(pending))
         self.queries.append(pending)
+        self.latest = pending if entry.raw is None else None
 
     async def _answer(self, parsed: object) -> bytes | None:
         from anchord.frontend.render import render_outcome, render_rejection
@@ -182,14 +186,10 @@ class ScenarioRun:
                 idle = 0
 
     async def check_answer(self, entry: Entry) -> None:
-        if not self.finished and self.transport.pending:
-            # What the script never answers, times out, as it would on a network.
-            self.transport.release_all()
-            await self.settle()
-        if not self.finished:
-            raise Mismatch("no answer: the resolver has not replied")
-        pending = self.finished.pop(0)
-        self.queries.remove(pending)
+        if self.scenario.dialect is Dialect.DECKARD:
+            pending = await self._latest_answer()
+        else:
+            pending = await self._earliest_answer()
         if pending.task.exception() is not None:
             exc = pending.task.exception()
             raise Mismatch(f"resolver raised {type(exc).__name__}: {exc}")
@@ -211,6 +211,28 @@ class ScenarioRun:
             raise Mismatch(f"INFRA_RTT {' '.join(step.args)} not understood")
         server = ServerAddress(step.args[0], self.mapped.config.upstream.port)
         self.resolver.core.infra.observe(server, int(step.args[2]) / 1000.0)
+
+    async def _earliest_answer(self) -> _Pending:
+        if not self.finished and self.transport.pending:
+            # What the script never answers, times out, as it would on a network.
+            self.transport.release_all()
+            await self.settle()
+        if not self.finished:
+            raise Mismatch("no answer: the resolver has not replied")
+        pending = self.finished.pop(0)
+        self.queries.remove(pending)
+        return pending
+
+    async def _latest_answer(self) -> _Pending:
+        pending = self.latest
+        if pending is None:
+            raise Mismatch("no answer from the preceding query (none, or a RAW one)")
+        if not pending.task.done() and self.transport.pending:
+            self.transport.release_all()
+            await self.settle()
+        if not pending.task.done():
+            raise Mismatch("no answer: the resolver has not replied")
+        return pending
 
     def check_out_query(self, entry: Entry) -> None:
         if "copy_id" in entry.adjust and self.transport.answer_pending(entry):
