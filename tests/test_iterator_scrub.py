@@ -1,18 +1,27 @@
 """The iterator's message scrubbing: signatures travel to the RRset they cover, records
-with unreadable rdata or of another class are left out, second-best responses wait."""
+with unreadable rdata or of another class are left out, second-best responses wait; and
+how a response is classified."""
 
 from __future__ import annotations
 
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
 
-from anchord.core.iterator import _second_best, drop_other_classes, gather_signatures
+from anchord.core.iterator import (
+    Kind,
+    _second_best,
+    classify,
+    drop_other_classes,
+    gather_signatures,
+)
+from anchord.core.outcome import Question
 from anchord.core.wire import parse_response
 
 _SIG = "A 13 3 3600 20260601000000 20260501000000 1 example.com. AAAA"
@@ -100,3 +109,19 @@ def test_empty_or_recursive_responses_are_only_a_last_resort(
     if records:
         msg.answer.append(dns.rrset.from_text("www.example.com.", 60, "IN", "A", "192.0.2.1"))
     assert (_second_best(msg) is not None) == second_best
+
+
+def _flagged(flags: int, answer: list[str]) -> dns.message.Message:
+    msg = _msg(answer, [], [])
+    msg.flags = dns.flags.QR | flags
+    return msg
+
+
+def test_other_types_at_the_name_without_aa_from_a_non_recursive_server_are_nodata() -> None:
+    q = Question(dns.name.from_text("www.example.com."), dns.rdatatype.AAAA)
+    zone = dns.name.from_text("example.com.")
+    wrong_type = ["www.example.com. 0 IN A 2.2.2.2"]
+    assert classify(_flagged(dns.flags.RD, wrong_type), q, zone) is Kind.NODATA
+    # A recursive server's reply, or records for another name, stay lame.
+    assert classify(_flagged(dns.flags.RA, wrong_type), q, zone) is Kind.LAME
+    assert classify(_flagged(0, ["other.example.com. 0 IN AAAA ::1"]), q, zone) is Kind.LAME

@@ -185,6 +185,12 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
             return Kind.NODATA
         return Kind.LAME  # upward or sideways referral: this server is lame for us
     if msg.answer and not (msg.flags & dns.flags.AA):
+        if not ns_sets and not (msg.flags & dns.flags.RA) and all(
+                r.name == q.qname for r in msg.answer):
+            # Only other types at the name itself, from a server that does not
+            # recurse: no data of the type asked (Unbound and Knot read it so); the
+            # records of the wrong type are dropped, never answered.
+            return Kind.NODATA
         return Kind.LAME  # unrelated records without authority
     if has_soa or msg.flags & dns.flags.AA:
         return Kind.NODATA
