@@ -79,19 +79,25 @@ def _check_response(
         # A truncated UDP answer may be cut mid-record; its question still says
         # whether it is ours, and the caller only needs TC to retry over TCP.
         response = dns.message.from_wire(wire, question_only=True)
-    if response.opcode() != request.opcode():
+    if not question_matches(response, request):
         raise _Mismatch
-    if not response.question:
-        if request.question and response.rcode() not in _NO_QUESTION_OK:
-            raise _Mismatch
-        return response
-    if len(response.question) != len(request.question):
-        raise _Mismatch
-    for got, sent in zip(response.question, request.question, strict=True):
-        # Name equality in dnspython is case-insensitive (0x20 randomised queries).
-        if got.name != sent.name or got.rdtype != sent.rdtype or got.rdclass != sent.rdclass:
-            raise _Mismatch
     return response
+
+
+def question_matches(response: dns.message.Message, request: dns.message.Message) -> bool:
+    """Does the response's opcode and question say it answers `request`? (An error
+    rcode may come with no question: the server could not parse ours.) The replay's
+    scripted transport asks this too, so what the network code drops it drops."""
+    if response.opcode() != request.opcode():
+        return False
+    if not response.question:
+        return not request.question or response.rcode() in _NO_QUESTION_OK
+    if len(response.question) != len(request.question):
+        return False
+    # Name equality in dnspython is case-insensitive (0x20 randomised queries).
+    return all(got.name == sent.name and got.rdtype == sent.rdtype
+               and got.rdclass == sent.rdclass
+               for got, sent in zip(response.question, request.question, strict=True))
 
 
 class _UdpWaiter(asyncio.DatagramProtocol):
@@ -230,4 +236,4 @@ class NetworkTransport:
             return UpstreamError.MALFORMED
 
 
-__all__ = ["NetworkTransport"]
+__all__ = ["NetworkTransport", "question_matches"]

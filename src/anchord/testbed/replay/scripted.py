@@ -25,6 +25,7 @@ import dns.rrset
 
 from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
 from anchord.core.wire import parse_response
+from anchord.engine.transport import question_matches
 from anchord.testbed.replay.parser import Dialect, Entry, Range, Record, Scenario
 
 _FLAG_BITS = {"QR": dns.flags.QR, "AA": dns.flags.AA, "TC": dns.flags.TC,
@@ -131,7 +132,8 @@ class SentQuery:
     server: ServerAddress
     request: dns.message.Message
     tcp: bool
-    disposition: str  # "answered", "unmatched", "timeout", "pending", "malformed"
+    disposition: str  # "answered", "unmatched", "timeout", "pending", "malformed",
+    # "not ours" (the scripted reply's question is not the query's)
     entry_line: int | None = None
 
 
@@ -217,6 +219,12 @@ class ScriptedTransport:
             return UpstreamResult(server, None, UpstreamError.TIMEOUT, rtt=timeout, tcp=tcp)
         if entry is not None:
             result = self.reply_for(entry, server, request, tcp)
+            if result.response is not None and not question_matches(result.response, request):
+                # Not an answer to this question: the network transport waits on for
+                # one over UDP (a timeout here) and calls it malformed over TCP.
+                self._record(server, request, tcp, "not ours", entry.line)
+                return UpstreamResult(server, None, UpstreamError.MALFORMED if tcp
+                                      else UpstreamError.TIMEOUT, rtt=timeout, tcp=tcp)
             self._record(server, request, tcp,
                          "answered" if result.ok else "malformed", entry.line)
             return result
