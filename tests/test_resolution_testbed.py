@@ -2,20 +2,34 @@
 
 Each fault zone must give its own EDE code, with a text naming the zone and key tag,
 the same fresh and from cache.
+
+The last part builds tiny worlds with tests/signedworld.py (real keys, one response
+mutation each) for the validator rules the .rpl scenarios found: wildcard-expanded
+denial records, missing DNSKEY sets, RRSIGs in ADDITIONAL, forwarded unsigned denials.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import dns.flags
+import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 
+from anchord.control.config import Config
 from anchord.core.outcome import EdeCode, Outcome, Question, Security
+from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
+from anchord.engine.clock import FakeClock
+from anchord.engine.driver import build_resolver
 
+from . import signedworld
 from .conftest import World
+from .signedworld import NSEC, RRSIG_T, SOA, SignedWorld, WorldTransport, standard_world
 
 
 def ask(world: World, name: str, qtype: str = "A", cd: bool = False) -> Outcome:
@@ -129,3 +143,253 @@ def test_rfc4035_resolver_clock_before_inception_gives_ede8(make_world) -> None:
     o = ask(w, "www.c0.de.")
     assert o.security is Security.BOGUS
     assert o.edes[0].code == EdeCode.SIGNATURE_NOT_YET_VALID
+
+
+# -- signed worlds with one mutated response (tests/signedworld.py) ----------------------------
+
+Filter = Callable[[dns.message.Message, dns.message.Message], None]
+
+
+def _n(text: str) -> dns.name.Name:
+    return dns.name.from_text(text)
+
+
+def _edes(o: Outcome) -> list[str]:
+    return [str(e) for e in o.edes]
+
+
+def _failing(qtype: int, rcode: int) -> Filter:
+    """Responses to `qtype` questions become an empty, non-authoritative `rcode`."""
+    def fail(request: dns.message.Message, response: dns.message.Message) -> None:
+        if request.question[0].rdtype == qtype:
+            response.answer, response.authority, response.additional = [], [], []
+            response.flags &= ~dns.flags.AA
+            response.set_rcode(rcode)
+    return fail
+
+
+class _Silent(WorldTransport):
+    """The world's transport, with `host` never answering `qtype` questions."""
+
+    def __init__(self, world: SignedWorld, host: str, qtype: int) -> None:
+        super().__init__(world)
+        self.host, self.qtype = host, qtype
+
+    async def query(self, server: ServerAddress, request: dns.message.Message, *,
+                    tcp: bool = False, timeout: float = 1.5) -> UpstreamResult:
+        if server.host == self.host and request.question[0].rdtype == self.qtype:
+            return UpstreamResult(server, None, UpstreamError.TIMEOUT)
+        return await super().query(server, request, tcp=tcp, timeout=timeout)
+
+
+def _ask_silent(world: SignedWorld, zone: str, qtype: int, qname: str) -> Outcome:
+    world.build()
+    transport = _Silent(world, world.zone(zone).address, qtype)
+    driver = build_resolver(world.config(), clock=FakeClock(world.now), transport=transport,
+                            seed=7)
+    return signedworld.ask(driver, qname)
+
+
+# CVE-2017-15105: an NSEC whose RRSIG labels count is below its owner's was expanded
+# from a wildcard. Its signature verifies (the signer rebuilds the '*' owner), so a
+# validator that only checks signatures takes the owner as a real name of the zone.
+
+def _expanded_nsec_world() -> tuple[SignedWorld, signedworld.Zone]:
+    """example.test. has *.w (A) and a.w (TXT); a NODATA for a.w/TXT carries the
+    wildcard's NSEC expanded to a.w (bitmap 'A NSEC RRSIG': no TXT), as an attacker
+    replays it from a wildcard answer."""
+    world = standard_world()
+    example = world.zone("example.test.")
+    example.add("a.w", "TXT", '"exists"')
+    target, wildcard = _n("a.w.example.test."), _n("*.w.example.test.")
+
+    def forge(request: dns.message.Message, response: dns.message.Message) -> None:
+        q = request.question[0]
+        if q.name == target and q.rdtype == dns.rdatatype.TXT:
+            response.answer, response.authority = [], []
+            example._add(response.authority, example.origin, SOA, True)
+            example._add(response.authority, wildcard, NSEC, True, owner=target)
+
+    example.filters.append(forge)
+    return world, example
+
+
+def test_cve_2017_15105_wildcard_expanded_nsec_is_bogus_with_ede6_naming_record_and_key() -> (
+        None):
+    world, example = _expanded_nsec_world()
+    o = world.ask("a.w.example.test.", "TXT")
+    assert o.security is Security.BOGUS and o.is_failure, _edes(o)
+    assert o.edes[0].code == EdeCode.DNSSEC_BOGUS, _edes(o)
+    text = o.edes[0].text
+    assert "a.w.example.test./NSEC" in text and "wildcard expansion" in text
+    assert f"key tag {example.keys[0].tag}" in text and "example.test" in text
+
+
+def test_cve_2017_15105_wildcard_expanded_nsec_is_not_kept_for_aggressive_use() -> None:
+    world, _ = _expanded_nsec_world()
+    cfg = world.config()
+    cfg.cache.aggressive_nsec = True
+    driver, _ = world.resolver(cfg=cfg)
+    assert signedworld.ask(driver, "a.w.example.test.", "TXT").is_failure
+    sent = len(world.sent)
+    # Kept, the forged NSEC at a.w would deny MX there from the cache (RFC 8198).
+    o = signedworld.ask(driver, "a.w.example.test.", "MX")
+    assert world.sent[sent:] == [(world.zone("example.test.").address,
+                                  "a.w.example.test./MX")]
+    assert o.security is Security.SECURE and o.rcode == dns.rcode.NOERROR and not o.answer
+
+
+# RFC 4035 4.3: a DNSKEY set the DS says exists, that every server answers without, is
+# missing data the chain of trust needs (bogus, 9); silence is no proof of anything (22).
+
+ERROR_RCODES = pytest.mark.parametrize("rcode", [dns.rcode.SERVFAIL, dns.rcode.REFUSED],
+                                       ids=["servfail", "refused-lame"])
+
+
+@ERROR_RCODES
+def test_rfc4035_dnskey_set_every_server_answers_without_is_bogus_with_ede9(rcode: int) -> None:
+    world = standard_world()
+    world.zone("example.test.").filters.append(_failing(dns.rdatatype.DNSKEY, rcode))
+    o = world.ask("www.example.test.")
+    assert o.security is Security.BOGUS and o.is_failure, _edes(o)
+    assert o.edes[0].code == EdeCode.DNSKEY_MISSING, _edes(o)
+    text = o.edes[0].text
+    assert "example.test. has a DS" in text and dns.rcode.to_text(rcode) in text
+
+
+def test_rfc4035_dnskey_set_whose_servers_time_out_stays_indeterminate_with_ede22() -> None:
+    o = _ask_silent(standard_world(), "example.test.", dns.rdatatype.DNSKEY,
+                    "www.example.test.")
+    assert o.security is Security.INDETERMINATE and o.rcode == dns.rcode.SERVFAIL, _edes(o)
+    assert o.edes[0].code == EdeCode.NO_REACHABLE_AUTHORITY, _edes(o)
+    assert "DNSKEY set of example.test." in o.edes[0].text and "timed out" in o.edes[0].text
+
+
+def _ds_asked_apart(world: SignedWorld, rcode: int | None = None) -> SignedWorld:
+    """test.'s referrals to example.test. lose their DS (so the resolver asks for it),
+    and DS questions get the error `rcode` (None: answered as usual)."""
+    fail = _failing(dns.rdatatype.DS, rcode) if rcode is not None else None
+
+    def strip(request: dns.message.Message, response: dns.message.Message) -> None:
+        if fail is not None:
+            fail(request, response)
+        response.authority = [r for r in response.authority
+                              if dns.rdatatype.DS not in (r.rdtype, r.covers)]
+
+    world.zone("test.").filters.append(strip)
+    return world
+
+
+@ERROR_RCODES
+def test_rfc8914_ds_query_every_parent_server_answers_with_an_error_is_ede23(rcode: int
+                                                                            ) -> None:
+    o = _ds_asked_apart(standard_world(), rcode).ask("www.example.test.")
+    assert o.security is Security.INDETERMINATE and o.rcode == dns.rcode.SERVFAIL, _edes(o)
+    assert o.edes[0].code == EdeCode.NETWORK_ERROR, _edes(o)
+    text = o.edes[0].text
+    assert "DS set of example.test." in text and dns.rcode.to_text(rcode) in text
+
+
+def test_rfc8914_ds_query_whose_parent_servers_time_out_stays_ede22() -> None:
+    o = _ask_silent(_ds_asked_apart(standard_world()), "test.", dns.rdatatype.DS,
+                    "www.example.test.")
+    assert o.security is Security.INDETERMINATE and o.rcode == dns.rcode.SERVFAIL, _edes(o)
+    assert o.edes[0].code == EdeCode.NO_REACHABLE_AUTHORITY, _edes(o)
+    assert "DS set of example.test." in o.edes[0].text
+
+
+# RFC 4035 3.1.1 asks servers to keep an RRSIG with its RRset, but one in ADDITIONAL is
+# still the RRset's: with two algorithms, either signature alone makes the data secure.
+
+def _split_algorithm_world(corrupt_alg13: bool) -> SignedWorld:
+    world = standard_world()
+    two = world.zone("two.test.", algorithms=(13, 14))
+    two.add("www", "A", "192.0.2.14")
+    if corrupt_alg13:
+        world.mutate("two.test.", "corrupt-rrsigs", algorithm=13, owner="www", rdtype="A")
+    target = _n("www.two.test.")
+
+    def move_alg14(request: dns.message.Message, response: dns.message.Message) -> None:
+        if request.question[0].name != target:
+            return
+        for rrset in response.answer:
+            if rrset.rdtype == RRSIG_T:
+                moved = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers)
+                moved.update_ttl(rrset.ttl)
+                for sig in [s for s in rrset if s.algorithm == 14]:
+                    rrset.discard(sig)
+                    moved.add(sig)
+                response.additional.append(moved)
+
+    two.filters.append(move_alg14)
+    return world
+
+
+def test_rfc4035_rrsig_in_additional_joins_the_rrsigs_beside_its_rrset() -> None:
+    o = _split_algorithm_world(corrupt_alg13=False).ask("www.two.test.")
+    assert o.security is Security.SECURE, _edes(o)
+    sigs = [r for r in o.answer if r.rdtype == RRSIG_T]
+    assert len(sigs) == 1 and sorted(s.algorithm for s in sigs[0]) == [13, 14]
+
+
+def test_rfc4035_good_rrsig_in_additional_beside_a_broken_one_in_answer_is_secure() -> None:
+    o = _split_algorithm_world(corrupt_alg13=True).ask("www.two.test.")
+    assert o.security is Security.SECURE and o.rcode == dns.rcode.NOERROR, _edes(o)
+
+
+# A forwarder answers for '.', which has no trust anchor here; the configured anchor of
+# example.test. still rules the names below it (RFC 4035 4.3, 5).
+
+FORWARDER = "192.0.2.53"
+
+
+def _forwarded_world(mutation: Filter | None) -> tuple[SignedWorld, Config]:
+    """., test. and example.test. on one forwarder, anchored at example.test. only."""
+    world = SignedWorld()
+    for origin in (".", "test.", "example.test."):
+        zone = world.zone(origin, address=FORWARDER)
+        if mutation is not None:
+            zone.filters.append(mutation)
+    example = world.zone("example.test.")
+    example.add("www", "A", "192.0.2.80")
+    cfg = world.config()
+    cfg.upstream.root_hints = {}
+    cfg.upstream.forward_zones = {".": [FORWARDER]}
+    cfg.dnssec.trust_anchors = [f"example.test. 3600 IN DS {example.ds_texts()[0]}"]
+    return world, cfg
+
+
+def _strip_rrsigs(request: dns.message.Message, response: dns.message.Message) -> None:
+    response.authority = [r for r in response.authority if r.rdtype != RRSIG_T]
+
+
+def _strip_authority(request: dns.message.Message, response: dns.message.Message) -> None:
+    if not response.answer:
+        response.authority = []
+
+
+@pytest.mark.parametrize(
+    ("qname", "qtype", "mutation", "code"),
+    [("www.example.test.", "TXT", _strip_rrsigs, EdeCode.RRSIGS_MISSING),
+     ("nope.example.test.", "A", _strip_rrsigs, EdeCode.RRSIGS_MISSING),
+     ("www.example.test.", "DS", _strip_rrsigs, EdeCode.RRSIGS_MISSING),
+     ("www.example.test.", "TXT", _strip_authority, EdeCode.NSEC_MISSING)],
+    ids=["nodata", "nxdomain", "ds-nodata", "nodata-without-records"],
+)
+def test_rfc4035_unsigned_denial_via_forwarder_under_deeper_anchor_is_bogus(
+        qname: str, qtype: str, mutation: Filter, code: EdeCode) -> None:
+    world, cfg = _forwarded_world(mutation)
+    driver, _ = world.resolver(cfg=cfg)
+    o = signedworld.ask(driver, qname, qtype)
+    assert o.security is Security.BOGUS and o.is_failure, _edes(o)
+    assert o.edes[0].code == code, _edes(o)
+    assert qname in o.edes[0].text and "signed zone example.test." in o.edes[0].text
+
+
+def test_forwarded_signed_denial_under_deeper_anchor_is_secure() -> None:
+    world, cfg = _forwarded_world(None)
+    driver, _ = world.resolver(cfg=cfg)
+    for qname, qtype, rcode in (("www.example.test.", "TXT", dns.rcode.NOERROR),
+                                ("nope.example.test.", "A", dns.rcode.NXDOMAIN)):
+        o = signedworld.ask(driver, qname, qtype)
+        assert o.security is Security.SECURE and o.rcode == rcode, _edes(o)
