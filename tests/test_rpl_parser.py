@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dns.name
 import dns.rdatatype
+import pytest
 
-from anchord.testbed.replay.parser import Dialect, parse_file, parse_text
+from anchord.testbed.replay.parser import Dialect, parse_file, parse_record, parse_text
 from tests.requirements import scenario_dir
 
 RPL = scenario_dir()
@@ -113,3 +114,20 @@ def test_unknown_construct_is_recorded_not_raised() -> None:
     s = parse_text(UNBOUND.replace("SECTION ANSWER", "TSIG foo\nSECTION ANSWER"),
                    "x/unbound/y.rpl")
     assert any("TSIG" in u for u in s.unsupported)
+
+
+_SIG = "px.example.test. 3600 IN RRSIG PX 8 2 3600 20201116135527 20201019135527 55567 " \
+       "example.test. "
+
+
+@pytest.mark.parametrize(
+    ("signature", "expected"),
+    [("AAEC", b"\x00\x01\x02"), ("AAE=", b"\x00\x01"), ("AAE", b"\x00\x01"),
+     ("AA==", b"\x00"), ("AA", b"\x00"), ("AAEC AAE", b"\x00\x01\x02\x00\x01"), ("", b"")],
+    ids=["full", "padded-2", "unpadded-2", "padded-1", "unpadded-1", "split", "empty"],
+)
+def test_rrsig_signature_base64_is_read_with_or_without_padding_as_unbound_does(
+        signature: str, expected: bytes) -> None:
+    # Unbound's val_canon_short_px.rpl has an RRSIG whose base64 ends without its '='.
+    record = parse_record(_SIG + signature, dns.name.root, 3600)
+    assert record.rdata.signature == expected  # type: ignore[attr-defined]

@@ -296,10 +296,15 @@ def _rdata(rdclass: int, rdtype: int, tok: dns.tokenizer.Tokenizer,
 def _rrsig(rdclass: int, tok: dns.tokenizer.Tokenizer, origin: dns.name.Name
            ) -> dns.rdata.Rdata:
     """An RRSIG; one whose signature field is empty (Unbound scenarios use that for a
-    bogus signature) gets an empty signature instead of a parse error."""
+    bogus signature) gets an empty signature instead of a parse error, and one whose
+    base64 lacks its '=' padding is read as padded, as Unbound's reader (sldns
+    b64_pton) does, instead of being refused."""
     words: list[str] = []
     while not (t := tok.get()).is_eol_or_eof():
         words.append(t.value)
+    if len(words) > 8:
+        signature = "".join(words[8:])
+        words = words[:8] + [signature + "=" * (-len(signature) % 4)]
     text = " ".join(words)
     if len(words) == 8:
         placeholder = dns.rdata.from_text(rdclass, dns.rdatatype.RRSIG,  # type: ignore[arg-type]
