@@ -17,6 +17,8 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -24,6 +26,7 @@ import pytest
 from anchord.control.config import Config
 from anchord.core.outcome import EdeCode, Outcome, Question, Security
 from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
+from anchord.core.wire import parse_response
 from anchord.engine.clock import FakeClock
 from anchord.engine.driver import build_resolver
 
@@ -393,3 +396,55 @@ def test_forwarded_signed_denial_under_deeper_anchor_is_secure() -> None:
                                 ("nope.example.test.", "A", dns.rcode.NXDOMAIN)):
         o = signedworld.ask(driver, qname, qtype)
         assert o.security is Security.SECURE and o.rcode == rcode, _edes(o)
+
+
+# A record whose rdata does not fit its type (an A of 5 bytes) is left out of the
+# message (core.wire). A signature that covered it then cannot verify: the malformed
+# record, not the signer, is the reason, and the EDE says so first (Unbound: EDE 0).
+
+class _ScrubbingTransport(WorldTransport):
+    """The world's transport reading responses as the real one does (core.wire)."""
+
+    async def query(self, server: ServerAddress, request: dns.message.Message, *,
+                    tcp: bool = False, timeout: float = 1.5) -> UpstreamResult:
+        query = dns.message.from_wire(request.to_wire())
+        wire = self.world.respond(query, server.host).to_wire(want_shuffle=False)
+        return UpstreamResult(server, parse_response(wire), rtt=0.001, tcp=tcp)
+
+
+_BAD_A = dns.rdata.GenericRdata(dns.rdataclass.IN, dns.rdatatype.A, b"\x01\x02\x03\x04\x05")
+
+
+@pytest.mark.parametrize(
+    ("signed_with_bad", "expired", "security", "codes"),
+    [(True, False, Security.BOGUS, [EdeCode.OTHER, EdeCode.DNSSEC_BOGUS]),
+     (True, True, Security.BOGUS, [EdeCode.SIGNATURE_EXPIRED, EdeCode.OTHER]),
+     (False, False, Security.SECURE, [EdeCode.OTHER])],
+    ids=["signature-covers-it", "expired-anyway", "added-after-signing"],
+)
+def test_rfc8914_rrsig_failing_over_rrset_shortened_by_a_malformed_record_leads_with_ede0(
+        signed_with_bad: bool, expired: bool, security: Security, codes: list[EdeCode]
+) -> None:
+    world = standard_world()
+    example = world.zone("example.test.").add("two", "A", "192.0.2.1")
+    two = _n("two.example.test.")
+    if signed_with_bad:
+        example.nodes[two][signedworld.A].add(_BAD_A)
+    if expired:
+        world.mutate("example.test.", "rrsig-window", owner="two", rdtype="A",
+                     inception=world.now - 20 * signedworld.DAY,
+                     expiration=world.now - signedworld.DAY)
+    world.build()
+    if not signed_with_bad:
+        example.nodes[two][signedworld.A].add(_BAD_A)
+    driver = build_resolver(world.config(), clock=FakeClock(world.now),
+                            transport=_ScrubbingTransport(world), seed=7)
+    o = signedworld.ask(driver, "two.example.test.")
+    assert o.security is security, _edes(o)
+    assert [e.code for e in o.edes] == codes, _edes(o)
+    assert [a.to_text() for r in o.answer if r.rdtype == signedworld.A for a in r] == [
+        "192.0.2.1"]
+    left_out = next(e.text for e in o.edes if e.code is EdeCode.OTHER)
+    assert "malformed rdata" in left_out and "two.example.test./A" in left_out
+    if codes[0] is EdeCode.OTHER and security is Security.BOGUS:
+        assert f"key tag {example.keys[0].tag}" in left_out and "does not verify" in left_out

@@ -97,6 +97,22 @@ def _renamed(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:
     return out
 
 
+def _bogus_edes(verdict: Verdict, notes: tuple[Ede, ...]) -> tuple[Ede, ...]:
+    """A bogus verdict's EDEs, led by the iterator's remark that malformed records were
+    left out of the message when that explains the failure: a signature over an RRset
+    the scrubber shortened cannot verify, so "does not verify" (6) blames the signer
+    for what the server's malformed rdata caused; the remark (0) then leads, with the
+    signature's failure in its text and the 6 kept after it (Unbound answers 0 too).
+    An expired signature or a missing key is not explained by a dropped record, and
+    keeps its place."""
+    edes = order_edes(verdict.edes)
+    left_out = [n for n in notes if n.code is EdeCode.OTHER]
+    if not left_out or not edes or edes[0].code is not EdeCode.DNSSEC_BOGUS:
+        return order_edes(edes + notes)
+    lead = Ede(EdeCode.OTHER, f"{left_out[0].text}, so {edes[0].text}")
+    return (lead, *edes, *(n for n in notes if n is not left_out[0]))
+
+
 def _cap(verdict: Verdict) -> tuple[int, ...]:
     """The verdict's signature-expiry cap as a TTL candidate (0 is a real cap)."""
     return () if verdict.ttl_cap is None else (verdict.ttl_cap,)
@@ -360,7 +376,7 @@ class Resolver:
                 self._remember_dname(part)
         if part.verdict.security is Security.BOGUS:
             return Outcome(q, part.rcode, part.answer, part.authority,
-                           security=Security.BOGUS, edes=order_edes(part.verdict.edes))
+                           security=Security.BOGUS, edes=_bogus_edes(part.verdict, notes))
         if part.verdict.security is Security.INDETERMINATE:
             # Under a trust anchor the keys could not be had (RFC 4035 5.5): no answer
             # can be vouched for, so none is given; the reason travels as the EDE.
