@@ -448,3 +448,54 @@ def test_rfc8914_rrsig_failing_over_rrset_shortened_by_a_malformed_record_leads_
     assert "malformed rdata" in left_out and "two.example.test./A" in left_out
     if codes[0] is EdeCode.OTHER and security is Security.BOGUS:
         assert f"key tag {example.keys[0].tag}" in left_out and "does not verify" in left_out
+
+
+# RFC 6672 2.2: when a DNAME would rewrite the name to one over 255 octets, the server
+# answers YXDOMAIN with the DNAME. That is the answer (no CNAME, no AD: YXDOMAIN is an
+# error rcode, not an answer or denial AD could vouch for); the DNAME is still checked.
+
+_LONG_TARGET = ".".join(c * 63 for c in "abc") + ".test."
+
+
+def _yxdomain_world(corrupt: bool = False) -> SignedWorld:
+    world = standard_world()
+    example = world.zone("example.test.").add("d", "DNAME", _LONG_TARGET)
+    if corrupt:
+        world.mutate("example.test.", "corrupt-rrsigs", owner="d", rdtype="DNAME")
+    below = _n("d.example.test.")
+
+    def yxdomain(request: dns.message.Message, response: dns.message.Message) -> None:
+        q = request.question[0]
+        if q.name.is_subdomain(below) and q.name != below:
+            response.set_rcode(dns.rcode.YXDOMAIN)
+            response.answer, response.authority = [], []
+            example._add(response.answer, below, dns.rdatatype.DNAME, True)
+
+    example.filters.append(yxdomain)
+    return world
+
+
+def test_rfc6672_dname_substitution_too_long_is_yxdomain_without_ad() -> None:
+    o = _yxdomain_world().ask("x" * 60 + ".d.example.test.")
+    assert o.rcode == dns.rcode.YXDOMAIN and not o.is_failure, _edes(o)
+    assert o.security is Security.INSECURE, _edes(o)  # rendered without AD
+    assert sorted((r.name.to_text(), r.rdtype) for r in o.answer) == [
+        ("d.example.test.", dns.rdatatype.DNAME), ("d.example.test.", RRSIG_T)]
+
+
+@pytest.mark.parametrize(
+    ("qname", "corrupt", "security", "code", "words"),
+    [("x" * 60 + ".d.example.test.", True, Security.BOGUS, EdeCode.DNSSEC_BOGUS,
+      ["d.example.test/DNAME", "key tag"]),
+     ("x.d.example.test.", False, Security.INDETERMINATE, EdeCode.NO_REACHABLE_AUTHORITY,
+      ["example.test.", "x.d.example.test./A", "YXDOMAIN"])],
+    ids=["bogus-dname", "substitution-fits"],
+)
+def test_rfc6672_yxdomain_is_an_answer_only_beside_a_good_overflowing_dname(
+        qname: str, corrupt: bool, security: Security, code: EdeCode, words: list[str]
+) -> None:
+    o = _yxdomain_world(corrupt).ask(qname)
+    assert o.is_failure and o.security is security, _edes(o)
+    assert o.edes[0].code == code, _edes(o)
+    for word in words:
+        assert word in o.edes[0].text, _edes(o)

@@ -151,9 +151,27 @@ def drop_other_classes(msg: dns.message.Message, qclass: int) -> None:
         section[:] = [r for r in section if r.rdclass == qclass]
 
 
+def _dname_overflows(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> bool:
+    """Does a DNAME of `zone` in the answer rewrite q's name to one over 255 octets?"""
+    for rrset in msg.answer:
+        if rrset.rdtype == dns.rdatatype.DNAME and q.qname.is_subdomain(rrset.name) \
+                and q.qname != rrset.name and rrset.name.is_subdomain(zone):
+            try:
+                q.qname.relativize(rrset.name).derelativize(rrset[0].target)
+            except dns.name.NameTooLong:
+                return True
+            return False
+    return False
+
+
 def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind:
     """What kind of response this is for question `q` asked of `zone`'s servers."""
     rcode = msg.rcode()
+    if rcode == dns.rcode.YXDOMAIN and _dname_overflows(msg, q, zone):
+        # RFC 6672 2.2: the DNAME's substitution would make a name too long, and the
+        # server says so with YXDOMAIN beside the DNAME: a final answer. (A YXDOMAIN
+        # whose DNAME rewrites to a fine name is a broken server: lame, below.)
+        return Kind.DNAME
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         return Kind.LAME
     # A DNAME above the name comes first: the CNAME beside it is only its synthesis

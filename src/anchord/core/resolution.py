@@ -666,6 +666,12 @@ class Resolver:
             verdict = await self._judge_denial(za, authority, work, budget)
         else:
             verdict = await self._judge_data(za, data, authority, work, budget)
+        if rcode == dns.rcode.YXDOMAIN and verdict.is_secure:
+            # The DNAME is checked (a bogus one is not relayed), but AD vouches for an
+            # answer or a denial (RFC 4035 3.2.3), and YXDOMAIN is an error rcode:
+            # it goes out without AD, as Unbound (which validates only NOERROR and
+            # NXDOMAIN) answers it.
+            verdict = Verdict.insecure()
         if verdict.ttl_cap is not None:
             data = [self._capped(r, verdict.ttl_cap) for r in data]
         return Part(kind, rcode, tuple(data), authority, verdict, target)
