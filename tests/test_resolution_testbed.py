@@ -499,3 +499,36 @@ def test_rfc6672_yxdomain_is_an_answer_only_beside_a_good_overflowing_dname(
     assert o.edes[0].code == code, _edes(o)
     for word in words:
         assert word in o.edes[0].text, _edes(o)
+
+
+# RFC 2181 10.1: no other data beside a CNAME. A server that sends both anyway is read
+# in its own order, the first RRset at the name deciding (Unbound's reading).
+
+@pytest.mark.parametrize(
+    ("cname_first", "expected"),
+    [(True, [("tgt2.example.test.", "A", "192.0.2.45"),
+             ("www2.example.test.", "CNAME", "tgt2.example.test.")]),
+     (False, [("www2.example.test.", "A", "192.0.2.42")])],
+    ids=["cname-first-is-followed", "data-first-is-the-answer"],
+)
+def test_rfc2181_cname_and_other_data_at_one_name_the_first_rrset_decides(
+        cname_first: bool, expected: list[tuple[str, str, str]]) -> None:
+    world = standard_world()
+    example = world.zone("example.test.")
+    example.add("www2", "CNAME", "tgt2.example.test.").add("www2", "A", "192.0.2.42")
+    example.add("tgt2", "A", "192.0.2.45")
+    www2 = _n("www2.example.test.")
+
+    def both(request: dns.message.Message, response: dns.message.Message) -> None:
+        if request.question[0].name == www2:
+            response.answer = []
+            order = [dns.rdatatype.CNAME, signedworld.A]
+            for rdtype in order if cname_first else reversed(order):
+                example._add(response.answer, www2, rdtype, True)
+
+    example.filters.append(both)
+    o = world.ask("www2.example.test.")
+    assert o.security is Security.SECURE and o.rcode == dns.rcode.NOERROR, _edes(o)
+    got = sorted((r.name.to_text(), dns.rdatatype.to_text(r.rdtype), rd.to_text())
+                 for r in o.answer if r.rdtype != RRSIG_T for rd in r)
+    assert got == expected

@@ -186,9 +186,11 @@ def classify(msg: dns.message.Message, q: Question, zone: dns.name.Name) -> Kind
         if rrset.rdtype == q.qtype or (
                 q.qtype == dns.rdatatype.ANY and rrset.rdtype != dns.rdatatype.RRSIG):
             return Kind.ANSWER
-    if q.qtype != dns.rdatatype.CNAME and _owner_rrset(msg.answer, q.qname,
-                                                       dns.rdatatype.CNAME):
-        return Kind.CNAME
+        if rrset.rdtype == dns.rdatatype.CNAME and q.qtype != dns.rdatatype.CNAME:
+            # No other data lives beside a CNAME (RFC 2181 10.1); a server that sends
+            # both is read in its own order, the first RRset deciding, as Unbound
+            # reads it: a CNAME first is followed, the other data left out.
+            return Kind.CNAME
     if rcode == dns.rcode.NXDOMAIN:
         return Kind.NXDOMAIN
     has_soa = any(r.rdtype == dns.rdatatype.SOA for r in msg.authority)
