@@ -271,3 +271,26 @@ def test_cd_client_still_gets_the_data_under_a_bogus_cut(w: World) -> None:
     with_cd = asyncio.run(w.resolver.resolve(q, cd=True))
     # The child's own answer (an NXDOMAIN here), unvalidated, as CD asks.
     assert with_cd.rcode != dns.rcode.SERVFAIL, with_cd.edes
+
+
+def test_rfc7646_recheck_keeps_the_nta_while_an_asked_name_still_fails(w: World) -> None:
+    """bogus.de's SOA validates but www.bogus.de/A does not: an NTA a client relied on
+    for www.bogus.de must survive its recheck; one whose asked names validate ends."""
+    zone = dns.name.from_text("bogus.de.")
+    w.resolver.add_nta(zone, lifetime=3600, reason="www does not verify")
+    o = ask(w, "www.bogus.de.")
+    assert o.rcode == dns.rcode.NOERROR and EdeCode.NEGATIVE_TRUST_ANCHOR in codes(o)
+    w.clock.advance(301)
+    assert asyncio.run(w.resolver.maintain_ntas()) == []
+    (nta,) = w.resolver.trust.ntas()
+    assert nta.last_recheck_result is not None
+    assert nta.last_recheck_result.startswith("bogus") and "www.bogus.de" in nta.last_recheck_result
+    # Where the asked names validate, the recheck ends the NTA as before.
+    healthy = dns.name.from_text("c3.de.")
+    w.resolver.add_nta(healthy, lifetime=3600, reason="precaution")
+    assert EdeCode.NEGATIVE_TRUST_ANCHOR in codes(ask(w, "www.c3.de."))
+    w.clock.advance(301)
+    ended = asyncio.run(w.resolver.maintain_ntas())
+    assert [(n.zone, why) for n, why in ended] == [(healthy, "recheck")]
+    assert [n.zone for n in w.resolver.trust.ntas()] == [zone]
+    assert ask(w, "www.c3.de.").security is Security.SECURE

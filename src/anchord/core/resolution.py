@@ -1350,11 +1350,14 @@ class Resolver:
                 break
         return hosts
 
-    async def recheck(self, zone: dns.name.Name) -> Outcome:
+    async def recheck(self, zone: dns.name.Name, asked: tuple[Question, ...] = ()) -> Outcome:
         """Would `zone` validate if its negative trust anchor were gone? (RFC 7646 4)
 
-        Asks for the zone's SOA through a probe resolver that shares this one's
-        delegations and server RTTs but none of its trust conclusions or NTAs.
+        Asks for the zone's SOA, then the questions clients asked under the NTA, through
+        a probe resolver that shares this one's delegations and server RTTs but none of
+        its trust conclusions or NTAs. The SOA must be secure; each asked question must
+        not be bogus or indeterminate (an unsigned child below the zone is rightly
+        insecure). Returns the SOA's outcome, or the first asked one that fails.
         """
         probe = Resolver(self.config, self.clock, self.transport,
                          trust=self.trust.without_negative(), rng=self.iterator.rng)
@@ -1362,7 +1365,14 @@ class Resolver:
         probe.infra = self.infra
         probe.iterator.delegations = self.delegations
         probe.iterator.infra = self.infra
-        return await probe.resolve_uncached(Question(zone, dns.rdatatype.SOA))
+        soa = await probe.resolve_uncached(Question(zone, dns.rdatatype.SOA))
+        if soa.security is not Security.SECURE:
+            return soa
+        for question in asked:
+            outcome = await probe.resolve_uncached(question)
+            if outcome.security in (Security.BOGUS, Security.INDETERMINATE):
+                return outcome
+        return soa
 
     # -- operator actions --------------------------------------------------------------------------
     def forget_below(self, zone: dns.name.Name) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 
@@ -18,13 +19,16 @@ import dns.name
 
 from anchord.control.config import Config
 from anchord.core.cache import EntryState
-from anchord.core.outcome import Outcome, Question, Security
+from anchord.core.outcome import EdeCode, Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
 from anchord.core.resolution import Resolver
-from anchord.core.trustmap import NegativeAnchor, TrustMap
+from anchord.core.trustmap import NegativeAnchor, TrustKind, TrustMap
 from anchord.engine.clock import SystemClock
 
 log = logging.getLogger("anchord.driver")
+
+# Questions answered under an NTA that its recheck asks again, besides the zone's SOA.
+RECHECK_QUESTIONS = 8
 
 
 def _log_prefetch_crash(task: asyncio.Task[Outcome]) -> None:
@@ -45,6 +49,10 @@ class Driver:
         # them); set by whoever owns the state file or the fleet store.
         self.on_trust_change: Callable[[list[NegativeAnchor]], None] | None = None
         self._rechecking: set[dns.name.Name] = set()
+        # Per NTA zone, the last few questions answered under it (RFC 7646 4 leaves what
+        # to recheck open): the SOA alone can validate while the names clients need still
+        # fail (a zone with one bad RRset), and removing the NTA would break them again.
+        self._nta_questions: dict[dns.name.Name, OrderedDict[Question, None]] = {}
         # Told after every core.forget_below (an NTA added, removed or ended, a cache flush
         # through the control API) and after every NTA change: the frontend's fast path
         # drops its pre-rendered answers, the worker hub tells the other workers.
@@ -100,7 +108,7 @@ class Driver:
                     and core.prefetch_due(entry, now):
                 self._start(question, core.prefetch(question)).add_done_callback(
                     _log_prefetch_crash)
-            return await core.resolve(question, cd)
+            return self._noted(question, await core.resolve(question, cd))
         task = self._inflight.get(question)
         if task is None:
             task = self._start(question, core.resolve(question, cd))
@@ -114,7 +122,19 @@ class Driver:
                                              timeout=self._real(stale_cfg.client_timeout))
             if not done:
                 return core.stale_answer(entry)
-        return await asyncio.shield(task)
+        return self._noted(question, await asyncio.shield(task))
+
+    def _noted(self, question: Question, outcome: Outcome) -> Outcome:
+        """Remember a question answered under an NTA for the NTA's recheck."""
+        if outcome.edes and any(e.code is EdeCode.NEGATIVE_TRUST_ANCHOR for e in outcome.edes):
+            point = self.trust.negative_at_or_above(question.qname)
+            if point is not None and point.kind is TrustKind.NTA:
+                asked = self._nta_questions.setdefault(point.zone, OrderedDict())
+                asked[question] = None
+                asked.move_to_end(question)
+                while len(asked) > RECHECK_QUESTIONS:
+                    asked.popitem(last=False)
+        return outcome
 
     # -- negative trust anchors (RFC 7646) ----------------------------------------------
     def add_nta(self, zone: dns.name.Name, lifetime: float | None = None, reason: str = "",
@@ -134,6 +154,7 @@ class Driver:
 
     def remove_nta(self, zone: dns.name.Name, why: str = "operator") -> NegativeAnchor | None:
         removed = self.trust.remove_nta(zone)
+        self._nta_questions.pop(zone, None)
         if removed is not None:
             # Answers cached as insecure under the NTA must not be served after it ends.
             self.core.forget_below(zone)
@@ -195,6 +216,7 @@ class Driver:
         now = self.clock.now()
         ended: list[tuple[NegativeAnchor, str]] = []
         for nta in self.trust.expire_ntas(now):
+            self._nta_questions.pop(nta.zone, None)
             self.core.forget_below(nta.zone)
             log.info("NTA for %s expired", nta.zone)
             ended.append((nta, "expiry"))
@@ -207,7 +229,8 @@ class Driver:
                 continue
             self._rechecking.add(nta.zone)
             try:
-                probe = await self.core.recheck(nta.zone)
+                asked = tuple(self._nta_questions.get(nta.zone, ()))
+                probe = await self.core.recheck(nta.zone, asked)
             finally:
                 self._rechecking.discard(nta.zone)
             result = probe.security.value
