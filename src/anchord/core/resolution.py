@@ -13,7 +13,7 @@ No sockets and no wall clock here: the network is a Transport and time is a Cloc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import dns.message
 import dns.name
@@ -51,6 +51,7 @@ from anchord.core.outcome import (
     combine_security,
     order_edes,
 )
+from anchord.core.part import Part, expiry_cap, find_rrset, renamed, signer_of, sigs_for
 from anchord.core.ports import Clock, ServerAddress, Transport
 from anchord.core.trustmap import TrustKind, TrustMap
 from anchord.core.validator import ValidatorPolicy, verify_dnskeys, verify_rrset, wildcard_expansion
@@ -69,34 +70,6 @@ UNREACHABLE_KEYS_TTL = 5
 _DNSSEC_TYPES = (dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3)
 
 
-def _sigs_for(section: list[dns.rrset.RRset], name: dns.name.Name, covers: int
-              ) -> dns.rrset.RRset | None:
-    for rrset in section:
-        if rrset.rdtype == dns.rdatatype.RRSIG and rrset.name == name and rrset.covers == covers:
-            return rrset
-    return None
-
-
-def _find(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: int
-          ) -> dns.rrset.RRset | None:
-    for rrset in section:
-        if rrset.rdtype == rdtype and rrset.name == name:
-            return rrset
-    return None
-
-
-def _signer(sigs: dns.rrset.RRset | None) -> dns.name.Name | None:
-    if sigs is None or len(sigs) == 0:
-        return None
-    return sigs[0].signer  # type: ignore[no-any-return]
-
-
-def _renamed(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:
-    out = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype, rrset.covers)
-    out.update(rrset)
-    return out
-
-
 def _bogus_edes(verdict: Verdict, notes: tuple[Ede, ...]) -> tuple[Ede, ...]:
     """A bogus verdict's EDEs, led by the iterator's remark that malformed records were
     left out of the message when that explains the failure: a signature over an RRset
@@ -111,23 +84,6 @@ def _bogus_edes(verdict: Verdict, notes: tuple[Ede, ...]) -> tuple[Ede, ...]:
         return order_edes(edes + notes)
     lead = Ede(EdeCode.OTHER, f"{left_out[0].text}, so {edes[0].text}")
     return (lead, *edes, *(n for n in notes if n is not left_out[0]))
-
-
-def _cap(verdict: Verdict) -> tuple[int, ...]:
-    """The verdict's signature-expiry cap as a TTL candidate (0 is a real cap)."""
-    return () if verdict.ttl_cap is None else (verdict.ttl_cap,)
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    """One validated step of an answer (one CNAME hop, or the final data or denial)."""
-
-    kind: Kind
-    rcode: int
-    answer: tuple[dns.rrset.RRset, ...]
-    authority: tuple[dns.rrset.RRset, ...]
-    verdict: Verdict
-    target: dns.name.Name | None = None  # where a CNAME or DNAME points
 
 
 class Resolver:
@@ -431,7 +387,7 @@ class Resolver:
         point = self.trust.closest(target.qname, self.clock.now()) \
             if self.config.dnssec.enabled else None
         if point is not None and point.kind is TrustKind.ANCHOR and any(
-                r.rdtype != dns.rdatatype.RRSIG and _sigs_for(owned, r.name, r.rdtype) is None
+                r.rdtype != dns.rdatatype.RRSIG and sigs_for(owned, r.name, r.rdtype) is None
                 for r in owned):
             return None
         kind = classify(msg, target, za.zone)
@@ -621,7 +577,7 @@ class Resolver:
             fewer = [r for r in used if r is not k]
             if allowed(fewer):
                 used = fewer
-        answer = tuple(_renamed(r, q.qname) for r in wild.aged(now))
+        answer = tuple(renamed(r, q.qname) for r in wild.aged(now))
         authority = tuple(r for k in used for r in k.aged(now))
         is_cname = wild.rrset.rdtype == dns.rdatatype.CNAME and q.qtype != dns.rdatatype.CNAME
         return Part(Kind.CNAME if is_cname else Kind.ANSWER, dns.rcode.NOERROR, answer,
@@ -709,10 +665,10 @@ class Resolver:
                                                                  dns.rdatatype.RRSIG))):
                     out.append(rrset)
         elif za.kind is Kind.CNAME:
-            cname = _find(msg.answer, name, dns.rdatatype.CNAME)
+            cname = find_rrset(msg.answer, name, dns.rdatatype.CNAME)
             if cname is not None:
                 out.append(cname)
-                sigs = _sigs_for(msg.answer, name, dns.rdatatype.CNAME)
+                sigs = sigs_for(msg.answer, name, dns.rdatatype.CNAME)
                 if sigs is not None:
                     out.append(sigs)
                 target = cname[0].target
@@ -720,7 +676,7 @@ class Resolver:
             for rrset in msg.answer:
                 if rrset.rdtype == dns.rdatatype.DNAME and name.is_subdomain(rrset.name):
                     out.append(rrset)
-                    sigs = _sigs_for(msg.answer, rrset.name, dns.rdatatype.DNAME)
+                    sigs = sigs_for(msg.answer, rrset.name, dns.rdatatype.DNAME)
                     if sigs is not None:
                         out.append(sigs)
                     try:
@@ -754,7 +710,7 @@ class Resolver:
             if rrset.rdtype == dns.rdatatype.CNAME and za.kind is Kind.DNAME:
                 # Synthesised from the DNAME, which is what gets checked; a CNAME the
                 # server sent that says otherwise is forged (RFC 6672 5.3.1).
-                sent = _find(za.message.answer, rrset.name, dns.rdatatype.CNAME) \
+                sent = find_rrset(za.message.answer, rrset.name, dns.rdatatype.CNAME) \
                     if za.message is not None else None
                 if sent is not None and sent[0].target != rrset[0].target:
                     if dname_secure:
@@ -768,7 +724,7 @@ class Resolver:
                 continue
             sigs = next((s for s in data if s.rdtype == dns.rdatatype.RRSIG
                          and s.name == rrset.name and s.covers == rrset.rdtype), None)
-            signer = _signer(sigs)
+            signer = signer_of(sigs)
             if signer is None or not rrset.name.is_subdomain(signer):
                 keys = await self._keys_for_unsigned(za.zone, rrset.name, work, budget)
                 if keys.security is Security.SECURE:
@@ -836,7 +792,7 @@ class Resolver:
         for rrset in authority:
             if rrset.rdtype not in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3):
                 continue
-            sigs = _sigs_for(list(authority), rrset.name, rrset.rdtype)
+            sigs = sigs_for(list(authority), rrset.name, rrset.rdtype)
             expanded = next((s for s in sigs or () if wildcard_expansion(rrset.name, s)), None)
             if expanded is not None:
                 # An NSEC/NSEC3 expanded from a wildcard (RRSIG labels below the owner's)
@@ -866,7 +822,7 @@ class Resolver:
         owner = dns.name.from_text("*", encloser)
         now = self.clock.now()
         ttl = min(int(rrset.ttl), *(() if cap is None else (cap,)))
-        self.denials.add_wildcard(KeptRRset(_renamed(rrset, owner), _renamed(sigs, owner),
+        self.denials.add_wildcard(KeptRRset(renamed(rrset, owner), renamed(sigs, owner),
                                             now, now + ttl))
 
     def _keep_denial(self, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None,
@@ -876,7 +832,7 @@ class Resolver:
         signatures' expiry."""
         if not self.config.cache.aggressive_nsec or sigs is None or len(sigs) == 0:
             return
-        ttls = [int(rrset.ttl), *_cap(verdict)]
+        ttls = [int(rrset.ttl), *expiry_cap(verdict)]
         for r in authority:
             if r.rdtype == dns.rdatatype.SOA:
                 ttls += [int(r.ttl), int(r[0].minimum)]
@@ -917,17 +873,17 @@ class Resolver:
             return Verdict(keys.security, keys.edes)
         assert keys.dnskeys is not None
         if soa is not None:
-            verdict = verify_rrset(soa, _sigs_for(list(authority), soa.name, dns.rdatatype.SOA),
+            verdict = verify_rrset(soa, sigs_for(list(authority), soa.name, dns.rdatatype.SOA),
                                    keys.dnskeys, signer, self.validation_time(), self.policy,
                                    budget)
             if verdict.is_bogus:
                 return verdict
             if verdict.is_secure and self.config.cache.aggressive_nsec:
                 now = self.clock.now()
-                soa_sigs = _sigs_for(list(authority), soa.name, dns.rdatatype.SOA)
+                soa_sigs = sigs_for(list(authority), soa.name, dns.rdatatype.SOA)
                 self.denials.add_soa(soa.name, KeptRRset(
                     soa, soa_sigs, now,
-                    now + min(int(soa.ttl), int(soa[0].minimum), *_cap(verdict))))
+                    now + min(int(soa.ttl), int(soa[0].minimum), *expiry_cap(verdict))))
         nsecs, nsec3s, bad = self._verified_denial(authority, keys, budget)
         if bad is not None:
             return bad
@@ -1112,9 +1068,9 @@ class Resolver:
         za = self.iterator.ds_from_referral(zone)
         if za is None or za.kind is not Kind.ANSWER or za.message is None:
             return None
-        ds = _find(za.message.answer, zone, dns.rdatatype.DS)
-        sigs = _sigs_for(za.message.answer, zone, dns.rdatatype.DS)
-        signer = _signer(sigs)
+        ds = find_rrset(za.message.answer, zone, dns.rdatatype.DS)
+        sigs = sigs_for(za.message.answer, zone, dns.rdatatype.DS)
+        signer = signer_of(sigs)
         if ds is None or signer is None or signer == zone or not zone.is_subdomain(signer):
             return None
         parent = await self.zone_keys(signer, work, budget)
@@ -1158,8 +1114,8 @@ class Resolver:
             return None, None, ZoneKeys(zone, Security.INDETERMINATE, edes=tuple(
                 Ede(e.code, f"cannot fetch the DNSKEY set of {zone}: {e.text}") for e in za.edes),
                 expires_at=now + UNREACHABLE_KEYS_TTL), source
-        keys = _find(za.message.answer, zone, dns.rdatatype.DNSKEY)
-        sigs = _sigs_for(za.message.answer, zone, dns.rdatatype.DNSKEY)
+        keys = find_rrset(za.message.answer, zone, dns.rdatatype.DNSKEY)
+        sigs = sigs_for(za.message.answer, zone, dns.rdatatype.DNSKEY)
         if keys is None:
             return None, None, ZoneKeys(zone, Security.BOGUS, edes=(Ede(
                 EdeCode.DNSKEY_MISSING,
@@ -1192,7 +1148,7 @@ class Resolver:
         return ZoneKeys(zone, verdict.security,
                         keys if verdict.is_secure else None, verdict.edes,
                         self._keys_ttl(verdict.security, verdict.edes, keys.ttl,
-                                       *_cap(verdict)))
+                                       *expiry_cap(verdict)))
 
     async def _delegated_keys(self, zone: dns.name.Name, work: Work, budget: WorkBudget,
                               retries: int | None = None) -> ZoneKeys:
@@ -1206,10 +1162,10 @@ class Resolver:
             return self._ds_unreachable(zone, za)
         msg = za.message
         if za.kind is Kind.ANSWER:
-            ds = _find(msg.answer, zone, dns.rdatatype.DS)
-            sigs = _sigs_for(msg.answer, zone, dns.rdatatype.DS)
+            ds = find_rrset(msg.answer, zone, dns.rdatatype.DS)
+            sigs = sigs_for(msg.answer, zone, dns.rdatatype.DS)
             assert ds is not None
-            signer = _signer(sigs)
+            signer = signer_of(sigs)
             if signer is None or signer == zone or not zone.is_subdomain(signer):
                 parent = await self.zone_keys(zone.parent(), work, budget)
                 if parent.security is Security.SECURE:
@@ -1255,7 +1211,7 @@ class Resolver:
                                     self.policy, budget)
             return ZoneKeys(zone, kv.security, keys if kv.is_secure else None, kv.edes,
                             self._keys_ttl(kv.security, kv.edes, ds.ttl, keys.ttl,
-                                           *_cap(kv), *_cap(verdict)))
+                                           *expiry_cap(kv), *expiry_cap(verdict)))
         if za.kind in (Kind.NODATA, Kind.NXDOMAIN, Kind.CNAME):
             return await self._no_ds(zone, za, work, budget)
         return ZoneKeys(zone, Security.INDETERMINATE, edes=(Ede(
