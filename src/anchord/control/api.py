@@ -8,6 +8,7 @@ Endpoints (every one but /metrics needs `Authorization: Bearer <token>`):
     DELETE /v1/nta/<zone>      remove; 404 if there is none
     POST   /v1/cache/flush     {"zone"} -> forget cached answers at and below the zone
     GET    /metrics            Prometheus text format
+    GET    /, /dashboard       read-only HTML page (dashboard.py); token as for /metrics
 
 /metrics needs no token while the API listens on a loopback address (a local Prometheus
 or node agent scrapes it; it only reads counters). On any other address it needs the token
@@ -37,6 +38,7 @@ import dns.name
 from aiohttp import web
 
 from anchord import __version__
+from anchord.control import dashboard
 from anchord.control.config import Config, parse_endpoint
 from anchord.control.metrics import AnchordCollector, make_registry, rcode_name, render
 from anchord.control.ntastore import (
@@ -52,6 +54,7 @@ from anchord.engine.driver import Driver
 log = logging.getLogger("anchord.control")
 
 _MAX_BODY = 64 * 1024  # control requests are tiny; refuse anything larger
+_OPEN_ON_LOOPBACK = ("/metrics", *dashboard.PATHS)  # read-only: no token on loopback
 
 
 class ControlError(Exception):
@@ -167,6 +170,7 @@ class Control:
         app.router.add_post("/v1/cache/flush", self._flush)
         if self.config.control.metrics:
             app.router.add_get("/metrics", self._metrics)
+        dashboard.register(app, self)
         return app
 
     async def start_api(self, token: str) -> str:
@@ -197,7 +201,7 @@ class Control:
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                      ) -> web.StreamResponse:
         try:
-            if not (request.path == "/metrics" and self._metrics_open):
+            if not (request.path in _OPEN_ON_LOOPBACK and self._metrics_open):
                 self._check_token(request)
             return await handler(request)
         except ApiError as e:
