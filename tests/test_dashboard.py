@@ -47,6 +47,7 @@ def test_page_is_html_and_shows_ntas_answers_and_edes(world: World, tmp_path: Pa
         assert "SERVFAIL" in page and "NOERROR" in page
         assert "anchord nta remove bogus.de. -c FILE" in page
         assert "anchord nta add ZONE --lifetime 1h" in page
+        assert f"dig +dnssec NAME @127.0.0.1 -p {port}" in page
         async with api.session.get(api.base + "/dashboard") as resp:
             assert resp.status == 200 and "bogus.de." in await resp.text()
 

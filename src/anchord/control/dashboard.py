@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from anchord.control.config import parse_endpoint
 from anchord.control.ntastore import format_duration
 from anchord.core.outcome import EdeCode
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # api.py imports this module to register the routes
 PATHS = ("/", "/dashboard")
 REFRESH_SECONDS = 5
 WINDOW = 60.0  # seconds of history behind the "last minute" columns
-_MIN_SPAN = 3.0  # a rate over less than this is noise; wait for the next refresh
+_MIN_SPAN = 10.0  # a rate over less than this is noise; wait for the next refreshes
 _MIN_GAP = 2.0  # many open tabs must not fill the history with near-identical snapshots
 # EDE codes that mean validation failed (DESIGN.md: the codes a validator gives most).
 _DNSSEC_FAILURES = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 25})
@@ -116,15 +117,20 @@ class Dashboard:
         ]
         return "\n".join(p for p in parts if p)
 
+    def _dns_endpoints(self) -> list[tuple[str, int]]:
+        """Where clients reach the resolver: the bound sockets (port 0 resolved), else the
+        configured addresses (a worker setup whose frontend object has no `bound`)."""
+        bound = getattr(self.control.frontend, "bound", None) or []
+        if bound:
+            return sorted({(h, p) for _, h, p in bound})
+        return [parse_endpoint(item) for item in self.control.config.server.listen]
+
     def _header(self, status: dict[str, Any]) -> str:
         cfg = self.control.config
-        bound = getattr(self.control.frontend, "bound", None) or []
-        dns_at = sorted({f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for _, h, p in bound}) \
-            or list(cfg.server.listen)
+        dns_at = [_hostport(h, p) for h, p in self._dns_endpoints()]
         api_at = cfg.control.listen
         if self.control.address is not None:
-            host, port = self.control.address
-            api_at = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            api_at = _hostport(*self.control.address)
         c = status.get("counters", {})
         facts = [
             ("version", status.get("version", "?")),
@@ -169,10 +175,10 @@ class Dashboard:
         total = sum(responses.values())
         span, delta = recent if recent is not None else (0.0, {})
         recent_total = sum(v for k, v in delta.items() if k.startswith("rcode "))
-        head = ("<tr><th></th><th>total</th><th>share</th>"
-                + (f"<th>last {span:.0f} s</th><th>per min</th><th>share</th></tr>"
-                   if recent else "<th colspan=3 class=muted>last minute: after the next "
-                                  "refresh</th></tr>"))
+        head = ("<tr><th></th><th>total</th><th>% of all</th>"
+                + (f"<th>last {span:.0f} s</th><th>per min</th><th>% of these</th></tr>"
+                   if recent else "<th colspan=3 class=muted>last minute: shown after "
+                                  f"{_MIN_SPAN:.0f} s open</th></tr>"))
 
         def row(label: str, key: str, n: int, cls: str = "") -> str:
             cells = f"<td>{n}</td><td>{_pct(n, total)}</td>"
@@ -192,19 +198,20 @@ class Dashboard:
                 f"{''.join(rrows) or none}</table>"
                 f"<h2>Extended DNS Errors in answers</h2><table>{head}"
                 f"{''.join(erows) or none}</table>"
-                '<p class="muted">Share: of all answers sent. One answer can carry several '
-                "EDE codes.</p></section>")
+                '<p class="muted">Percentages are of the answers sent (since start-up, '
+                "and in the recent window); one answer can carry several EDE codes.</p></section>")
 
     def _trust(self, ntas: list[dict[str, Any]]) -> str:
         rows = []
         for n in ntas:
             last = "not yet" if not n.get("last_recheck") else (
-                f"{_e(n['last_recheck'])}<br>{_e(n.get('last_recheck_result') or '')}")
+                f"{_e(_short_time(n['last_recheck']))}<br>{_e(n.get('last_recheck_result') or '')}")
             if not n.get("recheck"):
                 last = "off (--no-recheck)"
             rows.append(f"<tr><td class=zone>{_e(n['zone'])}</td><td>{_e(n['reason'])}</td>"
-                        f"<td>{_e(n['added'])}</td>"
-                        f"<td>{_e(format_duration(n['expires_in']))}</td><td>{last}</td></tr>")
+                        f"<td class=t>{_e(_short_time(n['added']))}</td>"
+                        f"<td class=t>{_e(format_duration(n['expires_in']))}</td>"
+                        f"<td>{last}</td></tr>")
         table = ("<table class=left><tr><th>zone</th><th>reason</th><th>added (UTC)</th>"
                  "<th>ends in</th><th>last recheck</th></tr>"
                  + ("".join(rows) or '<tr><td colspan=5 class="muted">none</td></tr>')
@@ -221,9 +228,12 @@ class Dashboard:
     def _next_steps(self, ntas: list[dict[str, Any]],
                     recent: tuple[float, dict[str, int]] | None) -> str:
         c = "-c FILE"  # the config `anchord serve` runs with: the CLI finds API and token
+        dns_at = self._dns_endpoints()
+        host, port = dns_at[0] if dns_at else ("127.0.0.1", 53)
+        at = f"@{host}" + ("" if port == 53 else f" -p {port}")
         cmds = [
             ("See why a name fails: the EDE text names the zone, record and key tag",
-             "dig +dnssec NAME @RESOLVER"),
+             f"dig +dnssec NAME {at}"),
             ("A zone above your users is broken (bogus): let its names resolve",
              f'anchord nta add ZONE --lifetime 1h --reason "what broke, ticket" {c}'),
         ]
@@ -251,6 +261,15 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _short_time(iso: str) -> str:
+    """The API's '2026-05-05T19:30:00+00:00' as '2026-05-05 19:30:00' (the column says UTC)."""
+    return iso.replace("T", " ").removesuffix("+00:00")
+
+
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "&ndash;"
 
@@ -267,18 +286,20 @@ h2{font-size:1.1em;margin:1.2em 0 .4em}
 .muted{color:#777;font-weight:normal}
 .facts{display:flex;flex-wrap:wrap;gap:.4em 2em;margin:.6em 0}
 .facts dt{font-size:.8em;color:#777}.facts dd{margin:0;font-weight:600}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:0 2.5em}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:0 2em}
 table{border-collapse:collapse;width:100%;background:#fff}
-th,td{border-bottom:1px solid #e3e3e3;padding:.25em .5em;text-align:right;vertical-align:top}
+th,td{border-bottom:1px solid #e3e3e3;padding:.25em .4em;text-align:right;vertical-align:top}
+table:not(.left) th{white-space:nowrap}
 th:first-child,td:first-child,table.left td,table.left th{text-align:left}
 tr.bad th,tr.bad td{color:#a30000}
+td.t{white-space:nowrap}
 td.zone,.zone{font-family:ui-monospace,monospace;font-weight:600}
 .alert{background:#a30000;color:#fff;padding:.6em .9em;margin:.5em 0;border-radius:4px;
 font-size:1.05em}
 .warn{background:#fff3cd;border:1px solid #e0b400;padding:.5em .9em;margin:.5em 0;
 border-radius:4px}
-pre{background:#272822;color:#f8f8f2;padding:.35em .7em;margin:.2em 0 .6em;
-border-radius:3px;overflow-x:auto}
+pre{display:table;background:#272822;color:#f8f8f2;
+padding:.35em .7em;margin:.2em 0 .5em;border-radius:3px}
 .next ol{padding-left:1.4em}
 """
 
