@@ -237,7 +237,8 @@ class Dashboard:
             ("A zone above your users is broken (bogus): let its names resolve",
              f'anchord nta add ZONE --lifetime 1h --reason "what broke, ticket" {c}'),
         ]
-        cmds += [(f"The zone {n['zone']} validates again: end its NTA now",
+        cmds += [(f"Once {n['zone']} validates again (the recheck also ends it by itself): "
+                  "end its NTA now",
                   f"anchord nta remove {n['zone']} {c}") for n in ntas]
         cmds += [
             ("After fixing or lifting an NTA, drop answers cached meanwhile",
