@@ -221,3 +221,34 @@ def test_start_control_restores_ntas_and_reports_port_in_use(world: World,
         assert await start_control(world.config, object()) is None
 
     asyncio.run(main())
+
+
+def test_status_names_the_dropped_state_file_entries(world: World, tmp_path: Path) -> None:
+    world.config.base_dir = str(tmp_path)
+    world.config.control.listen = "127.0.0.1:0"
+    now = world.clock.now()
+    (tmp_path / "anchord-nta.json").write_text(json.dumps({"version": 1, "ntas": [
+        {"zone": "bogus.de.", "reason": "r", "added_at": now, "expires_at": now + 60},
+        {"zone": "a..b", "reason": "r", "added_at": now, "expires_at": now + 60},
+    ]}))
+
+    async def main() -> None:
+        control = await start_control(world.config, world.resolver)
+        assert control is not None and control.address is not None
+        try:
+            # The valid NTA is in force, and written back without the bad one.
+            assert [n.zone.to_text() for n in world.resolver.trust.ntas()] == ["bogus.de."]
+            saved = json.loads((tmp_path / "anchord-nta.json").read_text())
+            assert [n["zone"] for n in saved["ntas"]] == ["bogus.de."]
+            token = (tmp_path / "anchord-control.token").read_text().strip()
+            async with aiohttp.ClientSession() as session:
+                api = Client(session, f"http://127.0.0.1:{control.address[1]}")
+                status, doc = await api.call("GET", "/v1/status", token=token)
+            problem = doc["trust_store"]["problem"]
+            assert status == 200 and "entry 2 'a..b': bad zone" in problem, doc
+            assert "anchord-nta.json.corrupt-" in problem
+            assert "starting with the other 1" in problem
+        finally:
+            await control.close()
+
+    asyncio.run(main())

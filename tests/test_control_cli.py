@@ -191,7 +191,8 @@ def test_corrupt_state_file_starts_with_a_loud_line(testbed: Testbed) -> None:
     finally:
         log = serve.stop()
     lines = [x for x in log.splitlines() if "corrupt" in x]
-    assert len(lines) == 1 and str(state) in lines[0] and f"{state}.corrupt" in lines[0]
-    assert (testbed.directory / "nta.json.corrupt").exists()
+    assert len(lines) == 1 and str(state) in lines[0] and f"{state}.corrupt-" in lines[0]
+    kept = list(testbed.directory.glob("nta.json.corrupt-*"))
+    assert len(kept) == 1 and str(kept[0]) in lines[0]
     assert json.loads(state.read_text())["ntas"] == []
-    os.unlink(testbed.directory / "nta.json.corrupt")
+    os.unlink(kept[0])

@@ -14,6 +14,7 @@ from anchord.control.ntastore import (
     FileTrustStore,
     TrustStore,
     format_duration,
+    nta_to_json,
     parse_lifetime,
 )
 from anchord.core.trustmap import NegativeAnchor
@@ -78,20 +79,70 @@ def test_write_is_replace_not_truncate(tmp_path: Path) -> None:
     assert store.load() == [_nta("com.")]
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"version": 1, "ntas": [{}]}',
-                                     b'{"version": 9, "ntas": []}', b"\xff\xfe"])
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"version": 9, "ntas": []}',
+                                     b"\xff\xfe", b'{"version": 1, "ntas": {}}'])
 def test_corrupt_file_is_set_aside_with_one_line(tmp_path: Path, content: bytes,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "nta.json"
     path.write_bytes(content)
-    store = FileTrustStore(path)
+    store = FileTrustStore(path, clock=lambda: T0)
     with caplog.at_level(logging.ERROR, logger="anchord.control"):
         assert store.load() == []
-    aside = tmp_path / "nta.json.corrupt"
+    aside = tmp_path / "nta.json.corrupt-20260424T030640Z"  # T0 in UTC
     assert aside.read_bytes() == content and not path.exists()
     assert str(path) in store.problem and str(aside) in store.problem
+    assert "starting without NTAs" in store.problem
     assert "\n" not in store.problem
     assert any(str(path) in r.getMessage() for r in caplog.records)
+
+
+def test_one_bad_entry_costs_only_itself(tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "nta.json"
+    good = [_nta(f"z{i}.de.") for i in range(139)]
+    entries: list[object] = [nta_to_json(n) for n in good]
+    entries.insert(57, {**nta_to_json(_nta("x.de.")), "zone": "a..b"})
+    entries.append({"zone": "late.de.", "added_at": T0})  # no expires_at
+    entries.append("not an object")
+    content = json.dumps({"version": 1, "ntas": entries}).encode()
+    path.write_bytes(content)
+    store = FileTrustStore(path, clock=lambda: T0)
+    with caplog.at_level(logging.ERROR, logger="anchord.control"):
+        assert store.load() == good
+    aside = tmp_path / "nta.json.corrupt-20260424T030640Z"
+    assert aside.read_bytes() == content and not path.exists()
+    problem = store.problem
+    assert str(path) in problem and str(aside) in problem and "\n" not in problem
+    assert "3 of 142" in problem and "starting with the other 139" in problem
+    assert "entry 58 'a..b': bad zone 'a..b'" in problem
+    assert "entry 141 'late.de.': 'expires_at' is not a number" in problem
+    assert "entry 142: an NTA entry is not an object" in problem
+    assert [r.getMessage() for r in caplog.records] == [problem]  # one line
+
+
+def test_dropped_entries_beyond_five_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    path.write_text(json.dumps({"version": 1, "ntas": [{"zone": f"b{i}..de"}
+                                                       for i in range(8)]}))
+    store = FileTrustStore(path)
+    assert store.load() == []
+    assert "entry 5 'b4..de'" in store.problem and "entry 6" not in store.problem
+    assert "and 3 more" in store.problem and "starting without NTAs" in store.problem
+
+
+def test_a_kept_copy_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    contents = [b"{first", b"{second", b"{third"]
+    for content in contents:  # three corruptions within one second
+        path.write_bytes(content)
+        assert FileTrustStore(path, clock=lambda: T0).load() == []
+    stamp = "nta.json.corrupt-20260424T030640Z"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stamp, stamp + "-1", stamp + "-2"]
+    assert [(tmp_path / n).read_bytes() for n in (stamp, stamp + "-1", stamp + "-2")] == \
+        contents
+    path.write_bytes(b"{later")
+    FileTrustStore(path, clock=lambda: T0 + 3600).load()
+    assert (tmp_path / "nta.json.corrupt-20260424T040640Z").read_bytes() == b"{later"
 
 
 def test_unreadable_file_is_reported(tmp_path: Path) -> None:

@@ -253,3 +253,14 @@ def test_changes_made_on_both_sides_during_an_outage_are_merged(
 def test_a_password_never_reaches_the_logs() -> None:
     assert redact("redis://user:pw@10.0.0.1:6379/0") == "redis://user:***@10.0.0.1:6379/0"
     assert redact("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379"
+
+
+def test_a_bad_entry_in_the_cache_file_costs_only_itself(tmp_path: Path) -> None:
+    # Read while Redis is away: the valid NTAs stay in force, the bad one is named.
+    cache = tmp_path / "fleet.json"
+    good = {"zone": "bogus.de.", "reason": "r", "added_at": 1.0, "expires_at": 2.0}
+    cache.write_text(json.dumps({"version": 1, "ntas": [good, {"zone": "a..b"}],
+                                 "fleet": {"synced": {}, "redis_version": 3}}))
+    store = RedisTrustStore("redis://127.0.0.1:1/0", cache)
+    assert [n.zone.to_text() for n in store._read_cache()] == ["bogus.de."]
+    assert store._version == 3

@@ -63,8 +63,10 @@ from anchord.control.config import Config
 from anchord.control.ntastore import (
     FORMAT_VERSION,
     StateFileError,
+    decode_entries,
     nta_from_json,
     nta_to_json,
+    summarize_dropped,
     write_atomically,
 )
 from anchord.core.trustmap import NegativeAnchor
@@ -425,9 +427,17 @@ class RedisTrustStore:
             return []
         try:
             doc = json.loads(raw)
-            if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
+            if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION \
+                    or not isinstance(doc.get("ntas"), list):
                 raise StateFileError("not an anchord NTA file")
-            ntas = [nta_from_json(item) for item in doc["ntas"]]
+            # Entry by entry, as the file store reads: one bad entry costs only itself.
+            ntas, dropped = decode_entries(doc["ntas"])
+            if dropped:
+                log.error("fleet: cache file %s: %d NTA entr%s cannot be read and %s "
+                          "dropped (%s); keeping the other %d", self.path, len(dropped),
+                          "y" if len(dropped) == 1 else "ies",
+                          "was" if len(dropped) == 1 else "were",
+                          summarize_dropped(dropped), len(ntas))
             fleet = doc.get("fleet") or {}
             synced = fleet.get("synced") or {}
             if not isinstance(synced, dict):

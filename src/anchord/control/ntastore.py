@@ -9,20 +9,26 @@ The file store writes atomically: a temporary file in the same folder, fsync, re
 the old file, fsync the folder. A crash or kill -9 at any point leaves either the old or
 the new state on disk, never a torn file.
 
-A state file that cannot be read at start-up (bad JSON, wrong shape) does not stop the
-resolver: refusing to start would turn one lost NTA into an outage for every name. The
-file is moved aside to `<name>.corrupt` (kept for the operator), a one-line error naming
-both files is logged, and the resolver starts with no NTAs. `problem` keeps that line so
-the status endpoint can show it too.
+A state file that cannot be read at start-up does not stop the resolver: refusing to
+start would turn one lost NTA into an outage for every name. The file is moved aside to
+`<name>.corrupt-<UTC time>` (kept for the operator; a copy kept earlier is never
+overwritten) and a one-line error naming both files is logged. If the file is JSON of the
+right shape, only the entries that cannot be read are dropped (the line names each and
+why): one bad entry must not cost the operator every other NTA. Otherwise (not JSON, wrong
+shape or version) the resolver starts with no NTAs. `problem` keeps that line so the
+status endpoint can show it too.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -132,7 +138,24 @@ def encode(ntas: list[NegativeAnchor]) -> bytes:
     return (json.dumps(doc, indent=1) + "\n").encode()
 
 
-def decode(raw: bytes) -> list[NegativeAnchor]:
+def decode_entries(items: list[Any]) -> tuple[list[NegativeAnchor], list[str]]:
+    """Entries of an 'ntas' list -> (the NTAs that read, one sentence per entry that did
+    not). Each entry stands alone: a bad one must not take the good ones with it."""
+    ntas: list[NegativeAnchor] = []
+    dropped: list[str] = []
+    for index, item in enumerate(items, 1):
+        try:
+            ntas.append(nta_from_json(item))
+        except StateFileError as e:
+            zone = item.get("zone") if isinstance(item, dict) else None
+            named = "" if zone is None else f" {zone!r}"
+            dropped.append(f"entry {index}{named}: {e}")
+    return ntas, dropped
+
+
+def decode_lenient(raw: bytes) -> tuple[list[NegativeAnchor], list[str]]:
+    """The state file -> (NTAs, dropped entries as sentences). StateFileError only if
+    the file as a whole is not ours (not JSON, wrong shape, unknown version)."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -141,7 +164,25 @@ def decode(raw: bytes) -> list[NegativeAnchor]:
         raise StateFileError("expected an object with an 'ntas' list")
     if doc.get("version") != FORMAT_VERSION:
         raise StateFileError(f"unknown format version {doc.get('version')!r}")
-    return [nta_from_json(item) for item in doc["ntas"]]
+    return decode_entries(doc["ntas"])
+
+
+def decode(raw: bytes) -> list[NegativeAnchor]:
+    """The state file -> NTAs; StateFileError if anything at all in it is wrong."""
+    ntas, dropped = decode_lenient(raw)
+    if dropped:
+        raise StateFileError(dropped[0])
+    return ntas
+
+
+def summarize_dropped(dropped: list[str], limit: int = 5) -> str:
+    """Dropped entries for one log line: the first `limit` named, the rest counted (a
+    file of thousands of bad entries must not make a line of megabytes; the kept copy
+    has them all)."""
+    shown = "; ".join(dropped[:limit])
+    if len(dropped) > limit:
+        shown += f"; and {len(dropped) - limit} more"
+    return shown
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -170,11 +211,41 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def set_aside(path: Path, now: float | None = None) -> Path:
+    """Move `path` to `<name>.corrupt-<UTC time>` (then `-1`, `-2`, ... if taken) and
+    return the new name. A copy kept by an earlier start is never overwritten: it may be
+    the only record of NTAs the operator still has to re-add. OSError if it cannot move."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    base = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for n in range(1000):
+        aside = base if n == 0 else base.with_name(f"{base.name}-{n}")
+        try:
+            # link + unlink, not os.replace: link refuses an existing name atomically,
+            # where a check-then-rename could still overwrite one.
+            os.link(path, aside)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            # A file system without hard links: only this process writes here, so a
+            # check before the rename is enough.
+            if aside.exists():
+                continue
+            os.replace(path, aside)
+            return aside
+        os.unlink(path)
+        return aside
+    raise FileExistsError(errno.EEXIST, "every .corrupt name for this second is taken",
+                          str(base))
+
+
 class FileTrustStore:
     """NTAs in one JSON file on local disk (the one-host store)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.clock = clock  # wall time, for the name of a set-aside copy
         self.problem = ""  # the start-up error line, if the file had to be set aside
 
     def load(self) -> list[NegativeAnchor]:
@@ -189,18 +260,25 @@ class FileTrustStore:
             log.error("%s", self.problem)
             return []
         try:
-            return decode(raw)
+            ntas, dropped = decode_lenient(raw)
         except StateFileError as e:
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            try:
-                os.replace(self.path, aside)
-                kept = f"moved to {aside}"
-            except OSError as move_error:
-                kept = f"could not be moved aside: {move_error.strerror}"
-            self.problem = (f"NTA state file {self.path} is corrupt ({e}); {kept}; "
-                            "starting without NTAs: re-add them with `anchord nta add`")
-            log.error("%s", self.problem)
-            return []
+            what, ntas = f"is corrupt ({e})", []
+            outcome = "starting without NTAs: re-add them with `anchord nta add`"
+        else:
+            if not dropped:
+                return ntas
+            what = (f"is corrupt: {len(dropped)} of {len(dropped) + len(ntas)} NTA "
+                    f"entries cannot be read and were dropped ({summarize_dropped(dropped)})")
+            outcome = (f"starting with the other {len(ntas)}" if ntas else
+                       "starting without NTAs") + ": re-add the dropped ones with " \
+                "`anchord nta add`"
+        try:
+            kept = f"moved to {set_aside(self.path, self.clock())}"
+        except OSError as move_error:
+            kept = f"could not be moved aside: {move_error.strerror or move_error}"
+        self.problem = f"NTA state file {self.path} {what}; {kept}; {outcome}"
+        log.error("%s", self.problem)
+        return ntas
 
     def save(self, ntas: list[NegativeAnchor]) -> None:
         write_atomically(self.path, encode(ntas))
@@ -208,4 +286,4 @@ class FileTrustStore:
 
 __all__ = ["parse_lifetime", "format_duration", "TrustStore", "FileTrustStore",
            "StateFileError", "write_atomically", "nta_to_json", "nta_from_json", "encode",
-           "decode"]
+           "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped"]

@@ -272,11 +272,13 @@ def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd
     async def main() -> None:
         resolver = factory(config)
         if hasattr(resolver, "trust_listeners"):
-            from anchord.control.ntastore import decode
+            from anchord.control.ntastore import decode_lenient
 
-            # Read only: worker 0 owns the file (and sets a corrupt one aside).
+            # Read only: worker 0 owns the file (and sets a corrupt one aside, reporting
+            # the entries it drops); the valid entries are in force here from the start.
             try:
-                apply_ntas(resolver, decode(config.path(config.nta.state_file).read_bytes()))
+                ntas, _ = decode_lenient(config.path(config.nta.state_file).read_bytes())
+                apply_ntas(resolver, ntas)
             except FileNotFoundError:
                 pass
             except (OSError, ValueError) as e:
