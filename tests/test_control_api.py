@@ -252,3 +252,49 @@ def test_status_names_the_dropped_state_file_entries(world: World, tmp_path: Pat
             await control.close()
 
     asyncio.run(main())
+
+
+def test_metrics_and_status_add_the_other_workers_snapshots(world: World,
+                                                            tmp_path: Path) -> None:
+    from anchord.control.metrics import counts_of
+    from anchord.frontend.server import FrontendStats
+
+    other = FrontendStats(queries=7, udp_queries=4, tcp_queries=3, dropped=1, crashes=1,
+                          tcp_connections=2)
+    other.responses[2] += 5
+    other.edes[6] += 2
+    other.edes[22] += 1
+    other.rejections["formerr"] += 1
+    # Through JSON, as the snapshot travels on the pipe from the worker.
+    snapshot = json.loads(json.dumps({"stats": counts_of(other), "cache_answers": 11}))
+
+    async def body(control: Control, api: Client) -> None:
+        st = control.frontend.stats
+        st.queries, st.udp_queries = 5, 5
+        st.responses[2] += 3
+        st.edes[6] += 3
+        control.collector.peers = lambda: [snapshot]
+        own_cache = len(world.resolver.core.answers)
+        status, text = await api.call("GET", "/metrics", token=None)
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(text) for s in fam.samples}
+        assert samples[("anchord_queries_total", (("transport", "udp"),))] == 9
+        assert samples[("anchord_queries_total", (("transport", "tcp"),))] == 3
+        assert samples[("anchord_responses_total", (("rcode", "SERVFAIL"),))] == 8
+        assert samples[("anchord_ede_total", (("code", "6"), ("name", "dnssec_bogus")))] == 5
+        assert samples[("anchord_ede_total", (("code", "22"),
+                                              ("name", "no_reachable_authority")))] == 1
+        assert samples[("anchord_rejections_total", (("reason", "formerr"),))] == 1
+        assert samples[("anchord_dropped_total", ())] == 1
+        assert samples[("anchord_crashes_total", ())] == 1
+        assert samples[("anchord_tcp_connections_total", ())] == 2
+        assert samples[("anchord_cache_entries", (("cache", "answers"),))] == own_cache + 11
+        status, doc = await api.call("GET", "/v1/status")
+        assert doc["counters"]["queries"] == 12 and doc["counters"]["dropped"] == 1
+        assert doc["counters"]["responses"] == {"SERVFAIL": 8}
+        assert doc["counters"]["ede"] == {"6": 5, "22": 1}
+        assert doc["cache"]["answers"] == own_cache + 11
+        # The live counters of this worker are read, never written, by the sum.
+        assert st.queries == 5 and st.edes[6] == 3
+
+    run_api(world, tmp_path, body)

@@ -9,14 +9,17 @@ every socket must see EDE 33 within 100 ms.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import dns.flags
 import dns.message
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from anchord.testbed.command import Testbed
 from anchord.testbed.zones import TestbedSpec
@@ -47,19 +50,23 @@ def _api(port: int, token: str, method: str, path: str, body: dict[str, object])
         return json.loads(resp.read())
 
 
+def _two_workers_config(tb: Testbed, tmp_path: Path, control_port: int) -> Path:
+    cfg = tb.resolver_toml.read_text()
+    cfg = set_toml_key(cfg, "server", "listen", f'["127.0.0.1:{free_port()}"]')
+    cfg = set_toml_key(cfg, "server", "workers", "2")
+    cfg = set_toml_key(cfg, "control", "listen", f'"127.0.0.1:{control_port}"')
+    config = tmp_path / "tb" / "workers.toml"
+    config.write_text(cfg)
+    return config
+
+
 def test_nta_and_flush_reach_every_worker_within_100ms(tmp_path: Path) -> None:
     tb = Testbed(TestbedSpec(children=4), tmp_path / "tb", now=time.time(),
                  port=free_port_on(TESTBED_ADDRESSES))
     tb.start()
     try:
         control_port = free_port()
-        cfg = tb.resolver_toml.read_text()
-        cfg = set_toml_key(cfg, "server", "listen", f'["127.0.0.1:{free_port()}"]')
-        cfg = set_toml_key(cfg, "server", "workers", "2")
-        cfg = set_toml_key(cfg, "control", "listen", f'"127.0.0.1:{control_port}"')
-        config = tmp_path / "tb" / "workers.toml"
-        config.write_text(cfg)
-        resolver = start_resolver(config)
+        resolver = start_resolver(_two_workers_config(tb, tmp_path, control_port))
         try:
             assert resolver.proc.wait_for("anchord[1]: listening on udp", 10), resolver.log
             assert resolver.proc.wait_for("control API on", 10), resolver.log
@@ -94,6 +101,62 @@ def test_nta_and_flush_reach_every_worker_within_100ms(tmp_path: Path) -> None:
         assert "worker" not in resolver.log or "ended" not in resolver.log, resolver.log
     finally:
         tb.stop()
+
+
+def _queries_metric(control_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{control_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text)
+               if fam.name == "anchord_queries" for s in fam.samples)
+
+
+def test_metrics_and_status_count_the_queries_of_every_worker(tmp_path: Path) -> None:
+    tb = Testbed(TestbedSpec(children=4), tmp_path / "tb", now=time.time(),
+                 port=free_port_on(TESTBED_ADDRESSES))
+    tb.start()
+    try:
+        control_port = free_port()
+        resolver = start_resolver(_two_workers_config(tb, tmp_path, control_port))
+        try:
+            assert resolver.proc.wait_for("anchord[1]: listening on udp", 10), resolver.log
+            assert resolver.proc.wait_for("control API on", 10), resolver.log
+            token = (tmp_path / "tb" / "control.token").read_text().strip()
+            socks = []
+            for _ in range(SOCKETS):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.settimeout(5)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+            rounds = 3  # resolved, then cached: the fast path must be counted as well
+            for _ in range(rounds):
+                assert len(_ask(socks, resolver.port, "www.c1.de.")) == SOCKETS
+            for s in socks:
+                s.close()
+            sent = rounds * SOCKETS  # plus start_resolver's probes
+            deadline = time.monotonic() + 3
+            while _queries_metric(control_port) < sent:
+                assert time.monotonic() < deadline, (
+                    f"/metrics counts {_queries_metric(control_port)} of {sent} queries")
+                time.sleep(0.1)
+            time.sleep(1.0)  # every worker has sent its latest snapshot by now
+            counted = _queries_metric(control_port)
+            status = _api_get(control_port, token, "/v1/status")
+            assert status["counters"]["queries"] == counted, status
+            assert sum(status["counters"]["responses"].values()) == counted, status
+        finally:
+            resolver.stop()
+        served = [int(n) for n in re.findall(r"served (\d+) queries", resolver.log)]
+        assert len(served) == 2 and all(served), resolver.log  # each worker had some
+        assert sum(served) == counted, (served, counted)
+    finally:
+        tb.stop()
+
+
+def _api_get(port: int, token: str, path: str) -> Any:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
 
 
 def test_pin_ports_chooses_one_port_for_every_worker() -> None:

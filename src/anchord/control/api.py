@@ -2,7 +2,7 @@
 
 Endpoints (every one but /metrics needs `Authorization: Bearer <token>`):
 
-    GET    /v1/status          version, uptime, cache sizes, counters
+    GET    /v1/status          version, uptime, cache sizes, counters (of all workers)
     GET    /v1/nta             the negative trust anchors in force
     POST   /v1/nta             {"zone", "lifetime", "reason", "recheck"} -> add (or replace)
     DELETE /v1/nta/<zone>      remove; 404 if there is none
@@ -235,7 +235,7 @@ class Control:
         return float(self.driver.clock.now())
 
     async def _status(self, request: web.Request) -> web.Response:
-        st = getattr(self.frontend, "stats", None)
+        st = self.collector.stats()  # every worker's counters, as /metrics shows them
         counters: dict[str, Any] = {}
         if st is not None:
             counters = {
@@ -250,7 +250,7 @@ class Control:
         return _json({
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self._started, 3),
-            "cache": {"answers": len(self.driver.core.answers)},
+            "cache": {"answers": self.collector.cache_answers()},
             "ntas": len(self.driver.trust.ntas()),
             "counters": counters,
             "trust_store": {

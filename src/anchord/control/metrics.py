@@ -4,12 +4,19 @@ The frontend and the resolver already keep plain counters (FrontendStats, cache 
 the trust map). One custom Collector turns them into metric families when Prometheus
 scrapes, so answering a query costs nothing extra: no prometheus_client object is
 touched on the hot path. A fleet is aggregated by Prometheus itself (DESIGN.md).
+
+With `server.workers > 1` only worker 0 serves the API, so it adds up the counters of
+all workers: each other worker sends a snapshot of its own every REPORT_INTERVAL
+(frontend/workers.py) and the sum is taken at scrape time (`peers`). Nothing is sent per
+query, so the hot path stays as it is.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import dns.rcode
@@ -52,6 +59,32 @@ def _ede_name(code: int) -> str:
         return "unknown"
 
 
+def counts_of(stats: Any) -> dict[str, Any]:
+    """FrontendStats -> JSON-able counts: ints as they are, Counters as [key, n] pairs
+    (pairs, not an object: the int keys of `responses` and `edes` stay ints). Every
+    field goes, so a counter added to FrontendStats is summed without touching this."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, collections.Counter):
+            out[f.name] = [[k, n] for k, n in value.items()]
+        elif isinstance(value, int):
+            out[f.name] = value
+    return out
+
+
+def add_counts(total: Any, counts: Mapping[str, Any]) -> None:
+    """Add counts_of() output into the FrontendStats `total`. Unknown names are skipped:
+    a worker may run a version with a counter this one lacks, for a moment."""
+    for name, value in counts.items():
+        current = getattr(total, name, None)
+        if isinstance(current, collections.Counter):
+            for key, n in value:
+                current[key] += int(n)
+        elif isinstance(current, int):
+            setattr(total, name, current + int(value))
+
+
 class AnchordCollector(Collector):
     """Reads the live counters of one resolver process when scraped.
 
@@ -62,6 +95,9 @@ class AnchordCollector(Collector):
     def __init__(self, started_at: float | None = None) -> None:
         self.frontend: Any = None  # anchord.frontend.server.Frontend, duck-typed
         self.driver: Any = None  # anchord.engine.driver.Driver, duck-typed
+        # With server.workers > 1 (worker 0 only): the latest snapshot of every other
+        # worker, {"stats": counts_of(...), "cache_answers": n}; added in at scrape time.
+        self.peers: Callable[[], list[dict[str, Any]]] | None = None
         # Wall time the process started serving: an adapter-level read, not in the core.
         self.started_at = time.time() if started_at is None else started_at
 
@@ -72,11 +108,30 @@ class AnchordCollector(Collector):
         yield GaugeMetricFamily("anchord_start_time_seconds",
                                 "When this resolver process started (Unix time).",
                                 value=self.started_at)
-        stats = getattr(self.frontend, "stats", None)
+        stats = self.stats()
         if stats is not None:
             yield from self._frontend(stats)
         if self.driver is not None:
             yield from self._resolver(self.driver)
+
+    def stats(self) -> Any:
+        """The frontend counters of this process, plus the other workers' if any: a new
+        FrontendStats then (the live one is never written to), else the live one."""
+        own = getattr(self.frontend, "stats", None)
+        if own is None or self.peers is None:
+            return own
+        total = type(own)()
+        add_counts(total, counts_of(own))
+        for snapshot in self.peers():
+            add_counts(total, snapshot.get("stats", {}))
+        return total
+
+    def cache_answers(self) -> int:
+        """Entries in the answer caches of every worker (each worker has its own)."""
+        n = len(self.driver.core.answers) if self.driver is not None else 0
+        if self.peers is not None:
+            n += sum(int(s.get("cache_answers", 0)) for s in self.peers())
+        return n
 
     def _frontend(self, stats: Any) -> Iterator[Metric]:
         queries = CounterMetricFamily("anchord_queries", "Client queries received.",
@@ -112,7 +167,7 @@ class AnchordCollector(Collector):
         core = driver.core
         cache = GaugeMetricFamily("anchord_cache_entries", "Entries in the resolver's caches.",
                                   labels=["cache"])
-        cache.add_metric(["answers"], len(core.answers))
+        cache.add_metric(["answers"], self.cache_answers())
         yield cache
         yield GaugeMetricFamily("anchord_ntas_active",
                                 "Negative trust anchors in force (RFC 7646).",
@@ -142,4 +197,5 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-__all__ = ["AnchordCollector", "rcode_name", "make_registry", "render"]
+__all__ = ["AnchordCollector", "rcode_name", "make_registry", "render", "counts_of",
+           "add_counts"]

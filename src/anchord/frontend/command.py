@@ -129,6 +129,9 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver], hub: Any
         control = await start_control(config, resolver)
     except ControlError as e:
         raise _Fatal(str(e), 1) from None
+    if control is not None and hub is not None:
+        # Worker 0 answers /metrics and /v1/status for all workers: add the others' counts.
+        control.collector.peers = hub.snapshots
     fleet = None
     if control is not None and config.fleet.redis_url:
         # A fleet: the NTAs live in Redis (control/fleet.py), not in nta.state_file.

@@ -14,6 +14,13 @@ rechecks (worker 0 rechecks and broadcasts the removal); each expires them itsel
 the same end time. At start a worker reads the NTA state file itself, so it never serves
 a moment without the NTAs in force; worker 0's restore follows on the pipe anyway.
 
+Counters travel the other way, on a second pipe per worker: every REPORT_INTERVAL each
+worker writes one JSON line, a snapshot of its FrontendStats and its answer cache size,
+and worker 0 keeps the latest per worker; /metrics and /v1/status add them to its own at
+scrape time (control/metrics.py). A snapshot per interval, not a message per query: the
+cached-answer path does no extra work, and the sums are at most an interval old. A
+worker that ends keeps its last counts in the sums (counters must not go down).
+
 A worker whose pipe reaches end of file (worker 0 is gone) shuts down. Worker 0 stops
 the others with SIGTERM when it stops.
 """
@@ -40,6 +47,10 @@ from anchord.core.trustmap import NegativeAnchor
 
 log = logging.getLogger("anchord.workers")
 
+# Seconds between two counter snapshots of a worker: /metrics is "fresh within about a
+# second" and a JSON line twice a second costs nothing next to the queries it counts.
+REPORT_INTERVAL = 0.5
+
 
 # -- messages ------------------------------------------------------------------------------
 
@@ -51,6 +62,15 @@ def _ntas_message(ntas: list[NegativeAnchor]) -> bytes:
 
 def _forget_message(zone: dns.name.Name) -> bytes:
     return (json.dumps({"forget": zone.to_text()}) + "\n").encode()
+
+
+def _report_message(frontend: Any, driver: Any) -> bytes:
+    from anchord.control.metrics import counts_of
+
+    core = getattr(driver, "core", None)
+    cache = len(core.answers) if core is not None else 0
+    return (json.dumps({"stats": counts_of(frontend.stats), "cache_answers": cache})
+            + "\n").encode()
 
 
 def apply_ntas(driver: Any, ntas: list[NegativeAnchor]) -> None:
@@ -84,15 +104,66 @@ def apply_message(driver: Any, line: bytes) -> None:
 class Hub:
     """Worker 0's pipes to the other workers; writes never block the event loop."""
 
-    def __init__(self, fds: dict[int, int]) -> None:
+    def __init__(self, fds: dict[int, int], reports: dict[int, int] | None = None) -> None:
         self.fds = fds  # worker pid -> write end
+        self.reports = dict(reports or {})  # worker pid -> read end of its counter pipe
+        self.peer_stats: dict[int, dict[str, Any]] = {}  # worker pid -> latest snapshot
         self._pending: dict[int, bytearray] = {}
-        for fd in fds.values():
+        for fd in [*fds.values(), *self.reports.values()]:
             os.set_blocking(fd, False)
 
     def attach(self, driver: Any) -> None:
         driver.trust_listeners.append(lambda ntas: self.broadcast(_ntas_message(ntas)))
         driver.forget_listeners.append(lambda zone: self.broadcast(_forget_message(zone)))
+        self.follow_reports()
+
+    # -- counters from the other workers ------------------------------------------------
+    def follow_reports(self) -> None:
+        """Read the workers' counter snapshots as they arrive (on the running loop)."""
+        loop = asyncio.get_running_loop()
+        for pid, fd in self.reports.items():
+            loop.add_reader(fd, self._report_readable, pid, fd, bytearray())
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """The latest snapshot of every other worker (AnchordCollector.peers)."""
+        return list(self.peer_stats.values())
+
+    def _report_readable(self, pid: int, fd: int, buffer: bytearray) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:  # the worker is gone: its counts stay, its cache went with it
+            self._close_report(pid, fd)
+            if pid in self.peer_stats:
+                self.peer_stats[pid]["cache_answers"] = 0
+            return
+        buffer.extend(chunk)
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            return
+        # Only the newest complete line matters: each is a whole snapshot, not a delta.
+        start = buffer.rfind(b"\n", 0, end) + 1
+        line = bytes(buffer[start:end])
+        del buffer[:end + 1]
+        try:
+            snapshot = json.loads(line)
+        except ValueError:
+            log.error("worker %d sent unreadable counters: %r", pid, line[:80])
+            return
+        if isinstance(snapshot, dict):
+            self.peer_stats[pid] = snapshot
+
+    def _close_report(self, pid: int, fd: int) -> None:
+        self.reports.pop(pid, None)
+        with contextlib.suppress(RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_reader(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    # -- trust updates to the other workers --------------------------------------------
 
     def broadcast(self, data: bytes) -> None:
         for pid, fd in list(self.fds.items()):
@@ -158,6 +229,10 @@ class Hub:
         import time
 
         pids = list(self.fds)
+        for fd in self.reports.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.reports.clear()
         for pid, fd in list(self.fds.items()):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -216,6 +291,53 @@ def follow(driver: Any, fd: int, stop: asyncio.Event) -> None:
     loop.add_reader(fd, readable)
 
 
+class Reporter:
+    """A worker's side of the counter pipe: a snapshot every REPORT_INTERVAL."""
+
+    def __init__(self, driver: Any, fd: int) -> None:
+        self.driver = driver
+        self.fd = fd
+        self.frontend: Any = None
+        self._unsent = bytearray()  # the rest of a snapshot the pipe took only part of
+        self._task: asyncio.Task[None] | None = None
+        os.set_blocking(fd, False)
+
+    def start(self, frontend: Any) -> None:
+        """run_server's ready callback: the frontend (and its counters) now exist."""
+        self.frontend = frontend
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            if not self.send():
+                return
+
+    def send(self) -> bool:
+        """Write the current snapshot (or what is left of the last one); never blocks.
+        False once worker 0 does not read any more."""
+        if self.frontend is None:
+            return True
+        if not self._unsent:
+            self._unsent += _report_message(self.frontend, self.driver)
+        try:
+            n = os.write(self.fd, self._unsent)
+        except BlockingIOError:
+            return True  # worker 0 is busy: the next round sends the rest
+        except OSError:
+            return False  # worker 0 is gone (EPIPE); the trust pipe stops this worker
+        del self._unsent[:n]
+        return True
+
+    def stop(self) -> None:
+        """Cancel the rounds and send the final counts (the last queries count too)."""
+        if self._task is not None:
+            self._task.cancel()
+        self.send()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 def pin_ports(config: Config) -> None:
     """Every worker must bind the same ports: choose one now for each `:0` listen entry."""
     fixed = []
@@ -237,8 +359,10 @@ def serve_workers(config: Config, factory: Callable[[Config], Any]) -> int:
 
     pin_ports(config)
     fds: dict[int, int] = {}
+    reports: dict[int, int] = {}
     for index in range(1, config.server.workers):
         rfd, wfd = os.pipe()
+        report_r, report_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -246,24 +370,30 @@ def serve_workers(config: Config, factory: Callable[[Config], Any]) -> int:
             status = 1
             try:
                 os.close(wfd)
-                for other in fds.values():
+                os.close(report_r)
+                # Worker 0's ends of the earlier workers' pipes: a worker holding one
+                # would keep that pipe open after its owner ended.
+                for other in [*fds.values(), *reports.values()]:
                     os.close(other)
-                status = _run_worker(config, factory, index, rfd)
+                status = _run_worker(config, factory, index, rfd, report_w)
             except BaseException:  # noqa: BLE001 - a child must never return into the caller
                 log.exception("worker %d failed", index)
             finally:
                 logging.shutdown()
                 os._exit(status)
         os.close(rfd)
+        os.close(report_w)
         fds[pid] = wfd
-    hub = Hub(fds)
+        reports[pid] = report_r
+    hub = Hub(fds, reports)
     try:
         return command.serve_config(config, factory, hub=hub)
     finally:
         hub.stop_all()
 
 
-def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd: int) -> int:
+def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd: int,
+                report_fd: int) -> int:
     from anchord.frontend import command
 
     for handler in logging.getLogger().handlers:
@@ -286,7 +416,11 @@ def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd
         stop = asyncio.Event()
         if hasattr(resolver, "core"):
             follow(resolver, fd, stop)
-        await command.run_server(config, resolver, stop=stop)
+        reporter = Reporter(resolver, report_fd)
+        try:
+            await command.run_server(config, resolver, stop=stop, ready=reporter.start)
+        finally:
+            reporter.stop()
 
     with command._runner() as runner:
         try:
@@ -301,4 +435,5 @@ def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd
     return 0
 
 
-__all__ = ["Hub", "apply_ntas", "apply_message", "follow", "pin_ports", "serve_workers"]
+__all__ = ["Hub", "Reporter", "apply_ntas", "apply_message", "follow", "pin_ports",
+           "serve_workers", "REPORT_INTERVAL"]
