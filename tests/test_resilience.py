@@ -17,7 +17,7 @@ import pytest
 
 from anchord.core.outcome import EdeCode, Freshness, Outcome, Question, Security
 from anchord.testbed.faults import FaultKind
-from anchord.testbed.zones import Hierarchy, TestbedSpec, build_hierarchy
+from anchord.testbed.zones import Hierarchy, TestbedSpec, build_hierarchy, derive_key
 
 from .conftest import SIGNED_AT, World, config_for
 
@@ -184,6 +184,57 @@ def test_de_event_in_small_nta_restores_and_recheck_removes_it(w: World) -> None
     assert [why for _, why in ended] == ["recheck"]
     o = ask(w, "www.c4.de.")
     assert o.security is Security.SECURE, o.edes
+
+
+def test_de_event_in_small_only_nsec3_broken(w: World) -> None:
+    """Handed case 6 as the issue words it: de keeps its DNSKEY set, only its NSEC3 RRsets
+    are signed by a key not in that set (`nsec3-rollover`); DS and SOA still validate."""
+    de = dns.name.from_text("de.")
+    rogue = derive_key(w.hierarchy.spec, de, "rogue", w.hierarchy.spec.algorithm_for(de))
+    signed = [f"www.c{i}.de." for i in range(3)]
+    for name in [*signed, "www.unsigned.de."]:
+        assert ask(w, name).rcode == dns.rcode.NOERROR
+    fault(w, "de.", FaultKind.NSEC3_ROLLOVER)
+    w.clock.advance(TTL + 1)
+    # A cached insecure child needs de's NSEC3 no-DS proof to refresh: answered stale.
+    o = ask(w, "www.unsigned.de.")
+    assert o.rcode == dns.rcode.NOERROR and o.freshness is Freshness.STALE, o.edes
+    assert codes(o)[0] == EdeCode.STALE_ANSWER and EdeCode.DNSSEC_BOGUS in codes(o)
+    # Signed children never use the NSEC3 records: they validate, cached ones after
+    # their TTL ran out as well as one never asked before.
+    for name in [*signed, "www.c4.de."]:
+        o = ask(w, name)
+        assert o.security is Security.SECURE and o.freshness is Freshness.FRESH, (name, o.edes)
+        assert not o.edes, (name, o.edes)
+    # An uncached insecure child: EDE 6 naming de, NSEC3 and the rogue key's tag; no 22.
+    o = ask(w, "www.optout.de.")
+    assert o.is_failure and o.security is Security.BOGUS
+    assert codes(o)[0] == EdeCode.DNSSEC_BOGUS, o.edes
+    assert not {EdeCode.NO_REACHABLE_AUTHORITY, EdeCode.NETWORK_ERROR} & set(codes(o))
+    text = o.edes[0].text
+    assert "/NSEC3" in text and f"by de key tag {rogue.key_tag} " in text, text
+    # The NTA on de restores every name, without AD.
+    w.resolver.add_nta(de, lifetime=3600, reason="de NSEC3 rollover")
+    everything = [*signed, "www.c4.de.", "www.unsigned.de.", "www.optout.de."]
+    for name in everything:
+        o = ask(w, name)
+        assert o.rcode == dns.rcode.NOERROR and o.security is Security.INSECURE, (name, o.edes)
+        assert codes(o) == [EdeCode.NEGATIVE_TRUST_ANCHOR], (name, o.edes)
+    # Repaired and the NTA removed: every name validates again (insecure children as
+    # Insecure, without an error) within the failure cache's 300 s bound.
+    fault(w, "de.", FaultKind.REPAIR)
+    w.resolver.remove_nta(de)
+    started = w.clock.now()
+    pending = set(everything)
+    while pending:
+        assert w.clock.now() - started <= 300, sorted(pending)
+        for name in sorted(pending):
+            o = ask(w, name)
+            want = Security.INSECURE if name in ("www.unsigned.de.", "www.optout.de.") \
+                else Security.SECURE
+            if o.security is want and not o.edes and o.freshness is Freshness.FRESH:
+                pending.discard(name)
+        w.clock.advance(5)
 
 
 def test_rrset_ttls_at_most_the_testbed_cap(w: World) -> None:

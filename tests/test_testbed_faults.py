@@ -113,6 +113,24 @@ def test_rollover_breaks_signatures_but_keeps_dnskey_set(testbed: Testbed) -> No
     assert _validates(testbed, DE, "de.", "c0.de.", "DS")
 
 
+def test_nsec3_rollover_breaks_only_the_nsec3_signatures(testbed: Testbed) -> None:
+    out = fault(testbed, "de", "nsec3-rollover")
+    assert out.returncode == 0, out.stderr
+    keys = query(testbed, DE, "de.", "DNSKEY")
+    nx = query(testbed, DE, "nothere.de.", "A")
+    assert keys is not None and nx is not None
+    tag = dns.dnssec.key_id(keys.answer[0][0])
+    assert _validates(testbed, DE, "de.", "de.", "DNSKEY")
+    assert _validates(testbed, DE, "de.", "c0.de.", "DS")  # DS keeps the zone's signature
+    sig_tags = {r.covers: r[0].key_tag for r in nx.authority if r.rdtype == dns.rdatatype.RRSIG}
+    assert sig_tags[dns.rdatatype.SOA] == tag
+    assert sig_tags[dns.rdatatype.NSEC3] != tag  # only NSEC3 by the key not in the set
+    assert fault(testbed, "de", "repair").returncode == 0
+    nx = query(testbed, DE, "nothere.de.", "A")
+    assert nx is not None
+    assert {r[0].key_tag for r in nx.authority if r.rdtype == dns.rdatatype.RRSIG} == {tag}
+
+
 def test_fault_on_unknown_zone_is_a_one_line_error(testbed: Testbed) -> None:
     out = fault(testbed, "nosuch.de", "servfail")
     assert out.returncode == 1 and "not a zone" in out.stderr and "Traceback" not in out.stderr

@@ -3,8 +3,10 @@
 A fault is applied where answers are made (authserver.py asks FaultState per query),
 so it takes effect at once, even on a de zone with 100,000 delegations: a "rollover"
 does not re-sign the zone up front, it signs each RRset with the rogue key the first
-time it is served (and remembers it). "repair" drops the fault, and the answers go back
-to the signatures made by the zone's own key.
+time it is served (and remembers it). "nsec3-rollover" does the same to the zone's NSEC3
+RRsets only (the .de event as reported: DNSKEY set kept, NSEC3 signed only by a key not in
+it), so DS and every other RRset still validate. "repair" drops the fault, and the answers
+go back to the signatures made by the zone's own key.
 
 Control channel: a unix socket DIR/testbed.sock; one JSON line in, one JSON line out:
     {"zone": "de.", "kind": "rollover"}  ->  {"ok": true}
@@ -34,9 +36,14 @@ SOCKET_NAME = "testbed.sock"
 
 class FaultKind(Enum):
     ROLLOVER = "rollover"  # DNSKEY set unchanged; everything else signed by a key not in it
+    NSEC3_ROLLOVER = "nsec3-rollover"  # DNSKEY set unchanged; only NSEC3 signed by a key not in it
     UNREACHABLE = "unreachable"  # the zone's servers drop its queries
     SERVFAIL = "servfail"  # the zone's servers answer SERVFAIL
     REPAIR = "repair"  # back to normal
+
+
+# The faults that serve signatures by a rogue key (derived per zone, not in its DNSKEY set).
+_RESIGNING = (FaultKind.ROLLOVER, FaultKind.NSEC3_ROLLOVER)
 
 
 class FaultState:
@@ -73,10 +80,13 @@ class FaultState:
         original: dns.rdataset.Rdataset | None,
     ) -> dns.rdataset.Rdataset | None:
         """The RRSIG rdataset to serve for `rds` at `owner` in `zone`."""
-        if original is None or self._faults.get(zone) is not FaultKind.ROLLOVER:
+        fault = self._faults.get(zone)
+        if original is None or fault not in _RESIGNING:
             return original
         if rds.rdtype == dns.rdatatype.DNSKEY:
             return original  # the key set stays valid: the break is below it
+        if fault is FaultKind.NSEC3_ROLLOVER and rds.rdtype != dns.rdatatype.NSEC3:
+            return original  # DS, SOA and the rest keep the zone's own signatures
         with self._lock:
             cache_key = (zone, owner, int(rds.rdtype))
             cached = self._rogue_sigs.get(cache_key)
