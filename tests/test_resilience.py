@@ -7,6 +7,7 @@ the testbed's answering state the way `anchord testbed fault` does on a live one
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import dns.name
 import dns.rcode
@@ -262,14 +263,15 @@ def test_rfc8767_cname_keeps_its_ttl_while_its_target_is_stale(w: World) -> None
     assert addresses(o) == addresses(first)
 
 
-def test_rfc8767_nxdomain_gives_way_once_the_name_exists(w: World) -> None:
+@pytest.mark.parametrize("new_ttl", [0, TTL])
+def test_rfc8767_nxdomain_gives_way_once_the_name_exists(w: World, new_ttl: int) -> None:
     name = "www2.unsigned.de."
     o = ask(w, name)
     assert o.rcode == dns.rcode.NXDOMAIN
-    # The name is created (TTL 0) in the unsigned zone while the NXDOMAIN is cached.
+    # The name is created in the unsigned zone while the NXDOMAIN is cached.
     zone = w.authority._served_zone(dns.name.from_text("unsigned.de."))
     assert zone is not None
-    rds = dns.rdataset.from_text("IN", "A", 0, "192.0.2.77")
+    rds = dns.rdataset.from_text("IN", "A", new_ttl, "192.0.2.77")
     zone.add_unsigned(dns.name.from_text(name), rds)
     stale_nx = 0
     for _ in range(int(2 * TTL / 0.5)):  # a client asking every 0.5 s
@@ -284,7 +286,7 @@ def test_rfc8767_nxdomain_gives_way_once_the_name_exists(w: World) -> None:
             break
         w.clock.advance(0.5)
     assert stale_nx <= 1
-    for _ in range(4):  # TTL 0: asked again, always the new answer
+    for _ in range(4):  # asked again (TTL 0: refetched each time), always the new answer
         w.clock.advance(0.5)
         o = ask(w, name)
         assert o.rcode == dns.rcode.NOERROR and addresses(o) == {"192.0.2.77"}
@@ -351,3 +353,81 @@ def test_rfc7646_recheck_keeps_the_nta_while_an_asked_name_still_fails(w: World)
     assert [(n.zone, why) for n, why in ended] == [(healthy, "recheck")]
     assert [n.zone for n in w.resolver.trust.ntas()] == [zone]
     assert ask(w, "www.c3.de.").security is Security.SECURE
+
+
+def test_rfc9520_failure_cache_backs_off_from_1s_doubling_to_300s_despite_min_ttl(
+        short_ttl_hierarchy: Hierarchy) -> None:
+    """The failure cache's own bounds (1 s floor, doubling, 300 s cap), not cache.min_ttl."""
+    cfg = config_for(short_ttl_hierarchy)
+    cfg.cache.min_ttl = 3600
+    w = World(short_ttl_hierarchy, cfg)
+    fault(w, "c2.de.", FaultKind.SERVFAIL)
+    retries: list[float] = []  # when a client query was resolved again, not from the cache
+    started = w.clock.now()
+    while w.clock.now() - started < 1200:
+        o = ask(w, "www.c2.de.")
+        assert o.rcode == dns.rcode.SERVFAIL
+        if o.freshness is not Freshness.CACHED_FAILURE:
+            retries.append(w.clock.now() - started)
+        w.clock.advance(0.25)
+    gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
+    assert gaps[:10] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300], gaps
+    assert set(gaps[9:]) == {300}, gaps
+
+
+def test_rfc7646_nta_at_the_same_name_as_a_trust_anchor_wins(
+        short_ttl_hierarchy: Hierarchy) -> None:
+    h = short_ttl_hierarchy
+    cfg = config_for(h)
+    de = h.zone(dns.name.from_text("de."))
+    assert de is not None
+    zone = dns.name.from_text("bogus.de.")
+    for rd in de.records[(zone, dns.rdatatype.DS, 0)]:
+        cfg.dnssec.trust_anchors.append(f"bogus.de. IN DS {rd.to_text()}")
+    w = World(h, cfg)
+    assert ask(w, "www.bogus.de.").security is Security.BOGUS  # the anchor is in force
+    w.resolver.add_nta(zone, lifetime=600, reason="same name as the anchor")
+    o = ask(w, "www.bogus.de.")
+    assert o.rcode == dns.rcode.NOERROR and o.security is Security.INSECURE, o.edes
+    assert codes(o) == [EdeCode.NEGATIVE_TRUST_ANCHOR]
+
+
+@pytest.mark.parametrize("cd", [False, True])
+def test_rfc8767_bogus_data_is_never_a_stale_candidate(w: World, cd: bool) -> None:
+    q = Question(dns.name.from_text("www.bogus.de."), dns.rdatatype.A)
+    first = asyncio.run(w.resolver.resolve(q, cd=cd))
+    assert first.security is Security.BOGUS or cd
+    w.clock.advance(TTL + 1)
+    fault(w, "bogus.de.", FaultKind.UNREACHABLE)
+    o = asyncio.run(w.resolver.resolve(q))
+    assert o.rcode == dns.rcode.SERVFAIL and o.freshness is not Freshness.STALE, o
+    assert not {EdeCode.STALE_ANSWER, EdeCode.STALE_NXDOMAIN_ANSWER} & set(codes(o))
+
+
+def test_rfc8767_cd_fetched_unvalidated_data_is_never_a_stale_candidate(w: World) -> None:
+    """c2.de's signatures are broken while a CD client fetches www.c2.de: that copy was
+    never validated, so once c2.de is unreachable it must not come back as stale."""
+    q = Question(dns.name.from_text("www.c2.de."), dns.rdatatype.A)
+    fault(w, "c2.de.", FaultKind.ROLLOVER)
+    fetched = asyncio.run(w.resolver.resolve(q, cd=True))
+    assert fetched.rcode == dns.rcode.NOERROR and fetched.answer
+    w.clock.advance(TTL + 1)
+    fault(w, "c2.de.", FaultKind.UNREACHABLE)
+    o = asyncio.run(w.resolver.resolve(q))
+    assert o.rcode == dns.rcode.SERVFAIL and o.freshness is not Freshness.STALE, o
+    assert EdeCode.STALE_ANSWER not in codes(o)
+
+
+def test_rfc7646_expired_nta_is_removed_and_logged(w: World,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    zone = dns.name.from_text("bogus.de.")
+    w.resolver.add_nta(zone, lifetime=60, reason="short")
+    assert EdeCode.NEGATIVE_TRUST_ANCHOR in codes(ask(w, "www.bogus.de."))
+    w.clock.advance(61)
+    with caplog.at_level(logging.INFO, logger="anchord"):
+        ended = asyncio.run(w.resolver.maintain_ntas())
+    assert [(n.zone, why) for n, why in ended] == [(zone, "expiry")], ended
+    assert w.resolver.trust.ntas() == []
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("bogus.de" in line and "expired" in line for line in lines), lines
+    assert ask(w, "www.bogus.de.").security is Security.BOGUS  # not insecure any more
