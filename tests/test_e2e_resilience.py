@@ -89,3 +89,62 @@ def test_de_rollover_stale_then_bogus_then_nta_then_repair(
             break
         assert time.monotonic() < deadline, r.output
         time.sleep(0.5)
+
+
+# -- unreachable and servfail, on a testbed and resolver of their own ----------------------
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestbedProc, ResolverProc]]:
+    """Short timers, so a cache drains, a refresh gives up and a failure retries in seconds."""
+    tb = start_testbed(tmp_path_factory.mktemp("unreachable"), children=3,
+                       extra=["--max-ttl", "2"])
+    config = tb.resolver_toml
+    text = config.read_text()
+    for section, key, value in (("upstream", "timeout", "0.3"),
+                                ("serve_stale", "client_timeout", "0.5"),
+                                ("serve_stale", "failure_recheck", "3"),
+                                ("failure_cache", "max_ttl", "2")):
+        text = set_toml_key(text, section, key, value)
+    config.write_text(text)
+    resolver = start_resolver(config)
+    try:
+        yield tb, resolver
+    finally:
+        resolver.stop()
+        tb.stop()
+
+
+@pytest.mark.parametrize(("zone", "kind"), [("c1.de", "unreachable"), ("c2.de", "servfail")])
+def test_rfc8767_unreachable_and_servfail_stale_then_servfail_then_repair(
+        quick: tuple[TestbedProc, ResolverProc], zone: str, kind: str) -> None:
+    tb, resolver = quick
+    cached, uncached = f"www.{zone}.", f"nosuch.{zone}."
+    before = ask(resolver, cached)
+    assert before.rcode == "NOERROR" and before.ad and not before.edes, before.output
+
+    anchord("testbed", "fault", "--dir", str(tb.directory), zone, kind)
+    time.sleep(3)  # past the 2 s TTL
+
+    # Stale at once (the client timer may answer before the refresh has failed, with 3
+    # alone); once it has failed, the stale answers also say why: 22 or 23.
+    deadline = time.monotonic() + 5
+    while True:
+        stale = ask(resolver, cached)
+        assert stale.rcode == "NOERROR" and stale.ede_codes[0] == 3, stale.output
+        if {22, 23} & set(stale.ede_codes[1:]):
+            break
+        assert time.monotonic() < deadline, stale.output
+        time.sleep(0.3)
+    failed = ask(resolver, uncached)
+    assert failed.rcode == "SERVFAIL", failed.output
+    assert failed.ede_codes[0] in (22, 23), failed.output
+    assert zone in failed.edes[0][1], failed.output
+
+    anchord("testbed", "fault", "--dir", str(tb.directory), zone, "repair")
+    deadline = time.monotonic() + 10
+    while True:
+        fresh, gone = ask(resolver, cached), ask(resolver, uncached)
+        if fresh.ad and not fresh.edes and gone.rcode == "NXDOMAIN" and not gone.edes:
+            break
+        assert time.monotonic() < deadline, fresh.output + gone.output
+        time.sleep(0.5)
