@@ -236,6 +236,8 @@ class Resolver:
         self.failures.forget(question)
         if outcome.freshness is not Freshness.FRESH:
             return outcome  # partly stale: the older entries keep their own windows
+        if not self.config.cache.serve_original_ttl:
+            outcome = self._ttl_bounded(outcome)
         ttl = self._outcome_ttl(outcome)
         stale_window = self.config.serve_stale.max_stale_age \
             if self.config.serve_stale.enabled else 0
@@ -244,6 +246,35 @@ class Resolver:
         self.answers.put(question, AnswerEntry(outcome, now, ttl, now + ttl + stale_window,
                                                stale_ok=ttl > 0))
         return outcome
+
+    def _ttl_bounded(self, outcome: Outcome) -> Outcome:
+        """The outcome with every RRset's TTL inside [cache.min_ttl, cache.max_ttl].
+
+        The TTL a client is told is the time the cache keeps the answer, as Unbound
+        documents cache-min-ttl and cache-max-ttl: raising only the time kept would
+        answer TTLs that run out (or reach 0) while the entry is still served, and
+        lowering only the time kept would let clients keep what the cache dropped.
+        With cache.serve_original_ttl the records keep their TTLs (Unbound's rule too).
+        """
+        low, high = self.config.cache.min_ttl, self.config.cache.max_ttl
+
+        def bounded(rrsets: tuple[dns.rrset.RRset, ...]) -> tuple[dns.rrset.RRset, ...]:
+            if all(low <= r.ttl <= high for r in rrsets):
+                return rrsets
+            out = []
+            for rrset in rrsets:
+                if not low <= rrset.ttl <= high:
+                    rrset = rrset.copy()
+                    rrset.ttl = max(low, min(rrset.ttl, high))
+                out.append(rrset)
+            return tuple(out)
+
+        answer, authority = bounded(outcome.answer), bounded(outcome.authority)
+        additional = bounded(outcome.additional)
+        if answer is outcome.answer and authority is outcome.authority \
+                and additional is outcome.additional:
+            return outcome
+        return replace(outcome, answer=answer, authority=authority, additional=additional)
 
     def _outcome_ttl(self, outcome: Outcome) -> int:
         ttls = [r.ttl for r in outcome.answer]
