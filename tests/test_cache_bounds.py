@@ -13,9 +13,10 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from anchord.core.outcome import Outcome, Question
+from anchord.core.outcome import EdeCode, Outcome, Question, Security
 
 from .conftest import World, config_for
+from .signedworld import standard_world
 
 RECORD_TTL = 3600
 
@@ -66,3 +67,57 @@ def test_cache_max_ttl_caps_the_answered_ttl_and_the_time_kept(world: World) -> 
 def test_ttls_inside_the_bounds_are_answered_as_received(world: World) -> None:
     w = _world(world, min_ttl=60, max_ttl=86400)
     assert _a_ttl(_ask(w, "www.c3.de.")) == RECORD_TTL
+
+
+# -- size bound --------------------------------------------------------------------------
+
+
+def test_cache_max_entries_evicts_the_least_recently_used_answer(world: World) -> None:
+    w = _world(world, max_entries=3)
+    for i in (1, 2, 3):
+        _ask(w, f"www.c{i}.de.")
+    _ask(w, "www.c1.de.")  # c1 is now the most recently used, c2 the least
+    _ask(w, "www.c4.de.")  # one over the bound: c2 goes
+    before = {i: _upstream_asks(w, f"www.c{i}.de.") for i in (1, 2, 3, 4)}
+    assert before == {1: 1, 2: 1, 3: 1, 4: 1}
+    _ask(w, "www.c1.de.")
+    assert _upstream_asks(w, "www.c1.de.") == 1  # kept
+    _ask(w, "www.c2.de.")
+    assert _upstream_asks(w, "www.c2.de.") == 2  # evicted, asked again
+
+
+# -- CNAME chain length --------------------------------------------------------------------
+
+
+def test_cname_chain_longer_than_max_cname_chain_is_servfail_with_ede_naming_it() -> None:
+    world = standard_world()
+    example = world.zone("example.test.")
+    for i in range(6):
+        example.add(f"c{i}", "CNAME", f"c{i + 1}.example.test.")
+    example.add("c6", "A", "192.0.2.66")
+    cfg = world.config()
+    cfg.upstream.max_cname_chain = 3
+    driver, _ = world.resolver(cfg=cfg)
+    q = Question(dns.name.from_text("c0.example.test."), dns.rdatatype.A)
+    o = asyncio.run(driver.resolve(q, False))
+    assert o.rcode == dns.rcode.SERVFAIL
+    assert o.security is not Security.SECURE
+    assert [e.code for e in o.edes] == [EdeCode.OTHER], o.edes
+    assert "CNAME chain" in o.edes[0].text and "example.test" in o.edes[0].text
+    assert "longer than 3" in o.edes[0].text
+
+
+def test_cname_chain_within_max_cname_chain_is_followed_to_the_end() -> None:
+    world = standard_world()
+    example = world.zone("example.test.")
+    for i in range(3):
+        example.add(f"c{i}", "CNAME", f"c{i + 1}.example.test.")
+    example.add("c3", "A", "192.0.2.66")
+    cfg = world.config()
+    cfg.upstream.max_cname_chain = 3
+    driver, _ = world.resolver(cfg=cfg)
+    q = Question(dns.name.from_text("c0.example.test."), dns.rdatatype.A)
+    o = asyncio.run(driver.resolve(q, False))
+    assert o.rcode == dns.rcode.NOERROR, o.edes
+    assert o.security is Security.SECURE
+    assert sum(r.rdtype == dns.rdatatype.CNAME for r in o.answer) == 3
