@@ -29,9 +29,10 @@ from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult
 from anchord.core.wire import parse_response
 from anchord.engine.clock import FakeClock
 from anchord.engine.driver import build_resolver
+from anchord.testbed.zones import TestbedSpec, build_hierarchy
 
 from . import signedworld
-from .conftest import World
+from .conftest import SIGNED_AT, World
 from .signedworld import NSEC, RRSIG_T, SOA, SignedWorld, WorldTransport, standard_world
 
 
@@ -96,6 +97,23 @@ def test_rfc4035_insecure_delegations_answer_without_ad(world: World, name: str)
     assert o.rcode == dns.rcode.NOERROR
     assert o.security is Security.INSECURE
     assert not any(e.code == EdeCode.DNSSEC_BOGUS for e in o.edes)
+
+
+def test_rfc8624_testbed_zones_signed_with_algorithms_8_and_15_resolve_secure() -> None:
+    """Per-zone algorithms of TestbedSpec: c1.de RSASHA256, c2.de Ed25519 and com
+    (which holds www.hoster.com) RSASHA256, under a root and de signed with 13."""
+    spec = TestbedSpec(children=3, algorithms=(("c1.de.", 8), ("c2.de.", 15), ("com.", 8)))
+    world = World(build_hierarchy(spec, SIGNED_AT))
+    for name, algorithm in (("www.c1.de.", 8), ("www.c2.de.", 15), ("www.hoster.com.", 8)):
+        o = ask(world, name)
+        assert o.rcode == dns.rcode.NOERROR, (name, o.edes)
+        assert o.security is Security.SECURE, (name, o.edes)
+        sigs = [rd for r in o.answer if r.rdtype == dns.rdatatype.RRSIG for rd in r]
+        assert sigs and {rd.algorithm for rd in sigs} == {algorithm}, name
+    keys = ask(world, "com.", "DNSKEY")
+    assert keys.security is Security.SECURE
+    assert {rd.algorithm for r in keys.answer if r.rdtype == dns.rdatatype.DNSKEY
+            for rd in r} == {8}
 
 
 def test_rfc4035_nxdomain_in_signed_zone_is_secure(world: World) -> None:

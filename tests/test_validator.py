@@ -13,7 +13,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.RRSIG import RRSIG
@@ -52,10 +52,14 @@ def make_key(algorithm: int = 13, flags: int = 256) -> Key:
     private: Any
     if algorithm == 13:
         private = ec.generate_private_key(ec.SECP256R1())
-    elif algorithm == 8:
+    elif algorithm == 14:
+        private = ec.generate_private_key(ec.SECP384R1())
+    elif algorithm in (8, 10):
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     elif algorithm == 15:
         private = ed25519.Ed25519PrivateKey.generate()
+    elif algorithm == 16:
+        private = ed448.Ed448PrivateKey.generate()
     else:
         raise ValueError(algorithm)
     dnskey = dns.dnssec.make_dnskey(private.public_key(), algorithm, flags=flags)
@@ -119,13 +123,28 @@ def code(verdict: Verdict) -> EdeCode:
 # --- verify_rrset -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("algorithm", [13, 8, 15])
+# RFC 8624 3.1: RSASHA256, RSASHA512, ECDSA P-256 and P-384, Ed25519, Ed448.
+VALIDATED_ALGORITHMS = [13, 8, 15, 10, 14, 16]
+
+
+@pytest.mark.parametrize("algorithm", VALIDATED_ALGORITHMS)
 def test_rfc4035_good_signature_is_secure(algorithm: int) -> None:
     key = make_key(algorithm)
     rrset = rrset_a()
     verdict = check(rrset, sign(rrset, key), keys=keyset(key))
     assert verdict.security is Security.SECURE
     assert verdict.edes == ()
+
+
+@pytest.mark.parametrize("algorithm", VALIDATED_ALGORITHMS)
+def test_rfc4035_corrupted_signature_is_bogus_with_ede6_for_every_algorithm(
+        algorithm: int) -> None:
+    key = make_key(algorithm)
+    rrset = rrset_a()
+    verdict = check(rrset, corrupt(sign(rrset, key)), keys=keyset(key))
+    assert verdict.security is Security.BOGUS
+    assert code(verdict) == EdeCode.DNSSEC_BOGUS
+    assert f"alg {algorithm}" in verdict.edes[0].text
 
 
 def test_rfc4035_corrupted_signature_is_bogus_with_ede6_naming_key_tag() -> None:
