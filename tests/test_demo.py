@@ -1,0 +1,48 @@
+"""`anchord demo` (the README's first command) end to end, small and on free ports:
+the testbed, a real `anchord serve` and the sample table, with the exit status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from anchord.testbed.zones import Addresses
+
+from .e2e_support import free_port, free_port_on, port_free_on
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _resolver_port() -> int:
+    """A port free on 127.0.0.1 whose successor (the control API's) is free too."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and port_free_on(["127.0.0.1"], port + 1):
+            return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
+def test_demo_exits_0_and_its_table_shows_www_bogus_de_servfail_with_ede6(
+        tmp_path: Path) -> None:
+    testbed_port = free_port_on(Addresses().all())
+    resolver_port = _resolver_port()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "anchord", "demo", "--dir", str(tmp_path / "demo"),
+         "--children", "8", "--port", str(testbed_port),
+         "--resolver-port", str(resolver_port)],
+        capture_output=True, text=True, timeout=60, env=env)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    bogus = [row for row in rows if row and row[0] == "www.bogus.de."]
+    assert len(bogus) == 2, done.stdout  # fresh and cached
+    for row in bogus:
+        assert row[1:3] == ["SERVFAIL", "-"] and row[4] == "6", row
+    assert {row[3] for row in bogus} == {"fresh", "cached"}
+    assert "all answers as expected" in done.stdout
+    assert took < 30, f"anchord demo took {took:.1f} s"
