@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c "import anchord, dns, pytest, hypothesis" 2>/dev/null \
+if ! $PY -c "import anchord, dns, pytest, pytest_timeout, hypothesis" 2>/dev/null \
    || [ pyproject.toml -nt .setup-stamp ] 2>/dev/null; then
   echo "setup: installing anchord and its Python dependencies"
   $PY -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \

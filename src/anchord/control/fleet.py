@@ -111,6 +111,9 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+# How long one read of the subscription waits: also how soon the reader sees `stop`.
+_READ_TIMEOUT = 1.0
+
 class RedisTrustStore:
     """NTAs in Redis, shared by a fleet; a local cache file for when Redis is away."""
 
@@ -206,7 +209,11 @@ class RedisTrustStore:
         """Stop following; push a change still waiting if Redis answers at once."""
         if self._task is not None:
             self._task.cancel()
-            await asyncio.wait({self._task})
+            # Bounded: shutting down must not hang on a Redis client that ignores us.
+            _, pending = await asyncio.wait({self._task}, timeout=2 * _READ_TIMEOUT
+                                            + 2 * self.command_timeout)
+            if pending:
+                log.warning("fleet: the Redis follower did not stop in time; left behind")
             self._task = None
         if self._local != self._base and not self.problem:
             client = self._client()
@@ -279,7 +286,8 @@ class RedisTrustStore:
             await self._sync(client, force=True)
             self._up()
             self._was_up = True
-            reader = asyncio.get_running_loop().create_task(self._read(pubsub))
+            stop = asyncio.Event()
+            reader = asyncio.get_running_loop().create_task(self._read(pubsub, stop))
             try:
                 while True:
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -290,20 +298,24 @@ class RedisTrustStore:
                         raise redis.ConnectionError("the subscription ended")
                     await self._sync(client)
             finally:
+                # redis-py's get_message(timeout=...) can swallow a cancellation (its
+                # timeout context catches it), so the reader also checks `stop` after
+                # each read of at most 1 s; waiting for it is bounded all the same.
+                stop.set()
                 reader.cancel()
                 # asyncio.wait, not `await reader`: the reader's own end is not ours to
                 # raise, and a cancellation of this task must still get through.
-                await asyncio.wait({reader})
+                await asyncio.wait({reader}, timeout=_READ_TIMEOUT + self.command_timeout)
         finally:
             with contextlib.suppress(*_DOWN):
                 await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
-    async def _read(self, pubsub: Any) -> None:
+    async def _read(self, pubsub: Any, stop: asyncio.Event) -> None:
         assert self._wake is not None
         try:
-            while True:
+            while not stop.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                   timeout=1.0)
+                                                   timeout=_READ_TIMEOUT)
                 if message is None or message.get("type") != "message":
                     continue
                 try:
