@@ -7,6 +7,7 @@ import datetime
 import html
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,23 @@ def _setup(ax: Any, title: str, marks: list[tuple[str, float]], ylabel: str) -> 
                     va="top", ha="right", fontsize=7, color=colors.get(label, "grey"))
 
 
+EDE_NAMES = {3: "3 Stale Answer", 6: "6 DNSSEC Bogus", 9: "9 DNSKEY Missing",
+             13: "13 Cached Error", 19: "19 Stale NXDOMAIN", 22: "22 No Reachable Authority",
+             33: "33 Negative Trust Anchor"}
+
+
+def ede_per_minute(events: list[Event], tl: Timeline) -> dict[int, list[float]]:
+    """Responses carrying each EDE code, per simulated minute, in BIN_MINUTES bins."""
+    n = _nbins(tl)
+    ede: dict[int, list[int]] = defaultdict(lambda: [0] * n)
+    for e in events:
+        b = _bin(e.t, tl)
+        if 0 <= b < n:
+            for code in set(e.ede):
+                ede[code][b] += 1
+    return {code: [v / BIN_MINUTES for v in counts] for code, counts in ede.items()}
+
+
 COLORS = {"NOERROR": "tab:green", "SERVFAIL": "tab:red", "NXDOMAIN": "tab:orange",
           "other": "tab:grey", "stale (left out)": "tab:olive"}
 
@@ -158,18 +176,10 @@ def charts(out: Path, events: list[Event], upstream: list[Upstream],
     save(fig, *CHARTS[3])
 
     # 5: EDE codes
-    ede: dict[int, list[int]] = defaultdict(lambda: [0] * n)
-    for e in events:
-        b = _bin(e.t, tl)
-        if 0 <= b < n:
-            for code in set(e.ede):
-                ede[code][b] += 1
+    ede = ede_per_minute(events, tl)
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    names = {3: "3 Stale Answer", 6: "6 DNSSEC Bogus", 9: "9 DNSKEY Missing",
-             13: "13 Cached Error", 19: "19 Stale NXDOMAIN", 22: "22 No Reachable Authority",
-             33: "33 Negative Trust Anchor"}
     for code in sorted(ede):
-        ax.plot(xs, [v / per_min for v in ede[code]], label=names.get(code, str(code)))
+        ax.plot(xs, ede[code], label=EDE_NAMES.get(code, str(code)))
     _setup(ax, CHARTS[4][1], marks, "responses per simulated minute")
     if ede:
         ax.legend(fontsize=8)
@@ -193,7 +203,7 @@ def write_report(out: Path, summary: dict[str, Any], tl: Timeline | None = None)
 
     tl = tl or Timeline()
     events = list(read_events(out / "events.csv"))
-    upstream = _read_upstream_sim(out / "upstream.csv")
+    upstream = read_upstream_sim(out / "upstream.csv")
     made = charts(out, events, upstream, summary, tl)
     s = summary.get("settings", {})
     body = [f"<h1>anchord replay de-2026-05-05 ({html.escape(summary.get('variant', ''))})</h1>",
@@ -201,7 +211,8 @@ def write_report(out: Path, summary: dict[str, Any], tl: Timeline | None = None)
             f"{s.get('rate_per_real_second')} questions per real second, one simulated hour "
             f"in {60 * s.get('minutes_per_hour', 0):.0f} real seconds; wall time "
             f"{summary.get('wall_seconds')} s.</p>",
-            f"<pre>{html.escape(table(summary))}</pre>", DEFINITIONS]
+            f"<pre>{html.escape(table(summary))}</pre>", DEFINITIONS,
+            f"<p>{html.escape(marks_text(_marks(summary, tl)))}</p>"]
     for name, title in made:
         body.append(f"<h2>{html.escape(title)}</h2><img src='{name}' alt='{html.escape(title)}'>")
     body.append(f"<h2>summary.json</h2><pre>{html.escape(json.dumps(summary, indent=1))}</pre>")
@@ -210,7 +221,7 @@ def write_report(out: Path, summary: dict[str, Any], tl: Timeline | None = None)
     return path
 
 
-def _read_upstream_sim(path: Path) -> list[Upstream]:
+def read_upstream_sim(path: Path) -> list[Upstream]:
     import csv
 
     if not path.exists():
@@ -227,46 +238,98 @@ def _page(title: str, body: str) -> str:
             f"<body>{body}</body></html>\n")
 
 
+COMPARE_CHARTS = (
+    ("compare-noerror.png", ".de NOERROR share (first attempts)"),
+    ("compare-noerror-without-stale.png", ".de NOERROR share, stale not counted"),
+    ("compare-client-volume.png", "client queries per minute (retries included)"),
+    ("compare-upstream.png", "upstream queries per minute"),
+    ("compare-ede.png", "EDE codes in responses per minute, one panel per variant"),
+    ("compare-control.png", "control group (hK.hoster.com): NOERROR share"),
+)
+
+
+def marks_text(marks: list[tuple[str, float]]) -> str:
+    """The legend of the dashed lines, for the page under the charts."""
+    return ("Dashed lines on every chart: "
+            + ", ".join(f"{label} {_dt(t):%H:%M:%S}" for label, t in marks)
+            + " (simulated UTC).")
+
+
 def write_compare_report(out: Path, results: dict[str, dict[str, Any]],
                          tl: Timeline | None = None) -> Path:
-    """One page with each variant's curves side by side, and each variant's table."""
+    """One page with each variant's curves side by side, and each variant's table.
+    Every chart of a single run has its comparison here (COMPARE_CHARTS, same order)."""
     tl = tl or Timeline()
     plt = _plt()
     xs = _xs(tl)
+    n = _nbins(tl)
     data = {v: (list(read_events(out / v / "events.csv")),
-                _read_upstream_sim(out / v / "upstream.csv")) for v in results}
-    panels = (
-        ("compare-noerror.png", ".de NOERROR share (first attempts)", "share"),
-        ("compare-noerror-without-stale.png", ".de NOERROR share, stale not counted", "share"),
-        ("compare-client-volume.png", "client queries per minute (retries included)",
-         "per simulated minute"),
-        ("compare-upstream.png", "upstream queries per minute", "per simulated minute"),
-    )
+                read_upstream_sim(out / v / "upstream.csv")) for v in results}
     made = []
     base_marks = _marks(results.get("default", next(iter(results.values()))), tl)
-    for i, (name, title, ylabel) in enumerate(panels):
-        fig, ax = plt.subplots(figsize=(9, 3.8))
-        for variant, (events, upstream) in data.items():
-            if i < 2:
-                ys = shares(events, tl, "de", stale_counts=(i == 0)).get("NOERROR", [])
-                ax.plot(xs[:len(ys)], [float("nan") if y is None else y for y in ys],
-                        label=variant)
-            else:
-                counts = Counter(_bin(x.t, tl) for x in (events if i == 2 else upstream))
-                ax.plot(xs, [counts.get(b, 0) / BIN_MINUTES for b in range(len(xs))],
-                        label=variant)
-        _setup(ax, title, base_marks, ylabel)
-        ax.legend(fontsize=8)
+
+    def save(fig: Any, name: str, title: str) -> None:
         fig.autofmt_xdate()
         fig.tight_layout()
         fig.savefig(out / name, dpi=90)
         plt.close(fig)
         made.append((name, title))
-    body = ["<h1>anchord replay de-2026-05-05: variants side by side</h1>", DEFINITIONS]
+
+    def line(ax: Any, ys: Sequence[float | None], label: str, **style: Any) -> None:
+        ax.plot(xs[:len(ys)], [float("nan") if y is None else y for y in ys], label=label,
+                **style)
+
+    ylabels = ("share", "share", "per simulated minute", "per simulated minute")
+    for i, ((name, title), ylabel) in enumerate(zip(COMPARE_CHARTS[:4], ylabels,
+                                                    strict=True)):
+        fig, ax = plt.subplots(figsize=(9, 3.8))
+        for variant, (events, upstream) in data.items():
+            if i < 2:
+                line(ax, shares(events, tl, "de", stale_counts=(i == 0)).get("NOERROR", []),
+                     variant)
+            else:
+                counts = Counter(_bin(x.t, tl) for x in (events if i == 2 else upstream))
+                line(ax, [counts.get(b, 0) / BIN_MINUTES for b in range(n)], variant)
+        _setup(ax, title, base_marks, ylabel)
+        ax.legend(fontsize=8)
+        save(fig, name, title)
+
+    # 5: EDE codes, one panel per variant (codes x variants on one axis would be a tangle)
+    name, title = COMPARE_CHARTS[4]
+    fig, axes = plt.subplots(len(data), 1, figsize=(9, 2.4 * len(data) + 0.8), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax, (variant, (events, _)) in zip(axes[:, 0], data.items(), strict=True):
+        ede = ede_per_minute(events, tl)
+        for code in sorted(ede):  # one colour per code in every panel
+            line(ax, ede[code], EDE_NAMES.get(code, str(code)),
+                 color=f"C{sorted(EDE_NAMES).index(code) if code in EDE_NAMES else 9}")
+        _setup(ax, f"{variant}: EDE codes per minute", base_marks, "per sim. minute")
+        if ede:
+            ax.legend(fontsize=7, loc="upper left")
+    save(fig, name, title)
+
+    # 6: the control group, which no variant should move
+    name, title = COMPARE_CHARTS[5]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for k, (variant, (events, _)) in enumerate(data.items()):
+        # Flat lines on top of each other: wider first, so each stays visible.
+        line(ax, shares(events, tl, "control").get("NOERROR", []), variant,
+             lw=1.2 + 2.0 * (len(data) - 1 - k))
+    ax.set_ylim(-0.02, 1.05)
+    _setup(ax, title, base_marks, "share")
+    ax.legend(fontsize=8, loc="center left")
+    save(fig, name, title)
+
+    body = ["<h1>anchord replay de-2026-05-05: variants side by side</h1>", DEFINITIONS,
+            f"<p>{html.escape(marks_text(base_marks))} The marks are those of the "
+            f"{'default' if 'default' in results else 'first'} run.</p>"]
     for name, title in made:
         body.append(f"<h2>{html.escape(title)}</h2><img src='{name}'>")
     for variant, summary in results.items():
+        links = " · ".join(f"<a href='{variant}/{png}'>{html.escape(t)}</a>"
+                           for png, t in CHARTS)
         body.append(f"<h2><a href='{variant}/report.html'>{html.escape(variant)}</a></h2>"
+                    f"<p>charts: {links}</p>"
                     f"<pre>{html.escape(table(summary))}</pre>")
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
     path = out / "report.html"
