@@ -1,20 +1,31 @@
-"""Pieces of the replay that need no processes: wire parsing, the summary's arithmetic."""
+"""Pieces of the replay that need no processes: wire parsing, the summary's arithmetic,
+the terminal table, the clients' retries (against a loopback socket in this process)."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import random
+import time
 from pathlib import Path
 
 import dns.edns
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rrset
 import pytest
 
-from anchord.testbed.incident.clients import Workload, parse_response
+from anchord.testbed.incident.clients import RETRY_DELAYS, Clients, Workload, parse_response
 from anchord.testbed.incident.record import Event, Upstream
 from anchord.testbed.incident.run import Options, Run
-from anchord.testbed.incident.summary import Marks, child_zone, names_key_tag, summarize
+from anchord.testbed.incident.summary import (
+    Marks,
+    child_zone,
+    names_key_tag,
+    summarize,
+    table,
+)
 from anchord.testbed.incident.timeline import SimClock, Timeline, epoch, scale_for
 
 
@@ -82,3 +93,104 @@ def test_relative_output_folder_is_made_absolute(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     run = Run(Options(out=Path("out/replay")))
     assert run.out == tmp_path / "out" / "replay" and run.out.is_absolute()
+
+
+def test_terminal_table_prints_every_key_figure_of_the_issue() -> None:
+    s = {
+        "noerror_share": {"before": 0.9987, "incident": 0.9712, "incident_without_stale": 0.3051,
+                          "after_nta": 0.9943, "after_repair": 0.9876},
+        "servfail_ede": {"6": 204, "13": 24, "without_ede": 0},
+        "servfail_count": 204,
+        "servfail_text_names_key_tag": 1.0,
+        "rogue_key_tag": 62678,
+        "nta_added_at": "2026-05-05T22:17:04Z",
+        "nta_removed_at": "2026-05-05T23:34:59Z",
+        "nta_removed_by": "recheck",
+        "client_queries": 16400,
+        "unique_client_names": 11988,
+        "upstream_queries": 17785,
+        "upstream_queries_per_failing_name_per_30s": 1.875,
+        "client_rtt_ms_p99": 77.3,
+    }
+    text = table(s)
+    lines = text.splitlines()
+
+    def row(label: str) -> str:
+        found = [line for line in lines if label in line]
+        assert len(found) == 1, (label, text)
+        return found[0]
+
+    assert row("before").endswith("99.9%")
+    assert row("incident      ").endswith("97.1%")
+    assert row("stale not counted").endswith("30.5%")
+    assert row("after NTA").endswith("99.4%")
+    assert row("after repair").endswith("98.8%")
+    assert row("SERVFAILs in the incident").endswith("204")
+    assert row("EDE codes").endswith("6: 204, 13: 24, without_ede: 0")
+    assert row("key tag 62678").endswith("100.0%")
+    assert row("NTA added / removed").endswith(
+        "2026-05-05T22:17:04Z / 2026-05-05T23:34:59Z (recheck)")
+    assert row("client queries").endswith("16400 (11988)")
+    assert row("upstream queries  ").endswith("17785")
+    assert row("per failing name per 30 s").endswith("1.875")
+    assert row("RTT p99").endswith("77.3")
+    # A run without an NTA (--no-nta) and without SERVFAILs still prints, with dashes.
+    quiet = dict(s, nta_added_at=None, nta_removed_at=None, nta_removed_by=None,
+                 servfail_text_names_key_tag=None,
+                 upstream_queries_per_failing_name_per_30s=None)
+    assert "- / - (-)" in table(quiet)
+
+
+class _Servfailer(asyncio.DatagramProtocol):
+    """A resolver that answers every query with SERVFAIL (or NOERROR for ok.de.)."""
+
+    def __init__(self) -> None:
+        self.received: list[float] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.received.append(time.time())
+        q = dns.message.from_wire(data)
+        r = dns.message.make_response(q)
+        if q.question[0].name != dns.name.from_text("ok.de."):
+            r.set_rcode(dns.rcode.SERVFAIL)
+        assert self.transport is not None
+        self.transport.sendto(r.to_wire(), addr)
+
+
+def test_a_client_retries_a_servfail_three_times_and_no_more() -> None:
+    """The issue: "a client that gets SERVFAIL retries up to 3 times", after 1, 2 and 4
+    simulated seconds; an answer that is not SERVFAIL ends the lookup."""
+
+    async def main() -> tuple[list[Event], list[float], list[float]]:
+        loop = asyncio.get_running_loop()
+        transport, server = await loop.create_datagram_endpoint(
+            _Servfailer, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        clock = SimClock(epoch("2026-05-05T20:00"), 50.0, time.time())  # 4 s in 80 ms
+        events: list[Event] = []
+        clients = Clients(Workload(["www.c1.de."], []), 1, ("127.0.0.1", port), clock,
+                          events.append)
+        await clients.open()
+        try:
+            await clients._lookup(0, "www.c1.de.", "de")
+            failing = list(server.received)
+            await clients._lookup(0, "ok.de.", "de")
+        finally:
+            clients.close()
+            transport.close()
+        return events, failing, server.received
+
+    events, failing, received = asyncio.run(main())
+    assert RETRY_DELAYS == (1.0, 2.0, 4.0)
+    servfails = [e for e in events if e.name == "www.c1.de."]
+    assert [e.attempt for e in servfails] == [1, 2, 3, 4]  # one try and 3 retries
+    assert all(e.rcode == "SERVFAIL" for e in servfails) and len(failing) == 4
+    gaps = [b.t - a.t for a, b in itertools.pairwise(servfails)]
+    assert all(g >= d * 0.9 for g, d in zip(gaps, RETRY_DELAYS, strict=True)), gaps
+    ok = [e for e in events if e.name == "ok.de."]
+    assert [(e.attempt, e.rcode) for e in ok] == [(1, "NOERROR")]
+    assert len(received) == 5
