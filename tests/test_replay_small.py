@@ -1,23 +1,27 @@
 """`anchord replay de-2026-05-05` in small: the relations issue 4 asks of the replay.
 
 A few hundred names, a few clients, one simulated hour in 6 real seconds; the real
-`anchord serve` and the testbed run as subprocesses on loopback. Two runs (the default
-and --no-serve-stale), about a minute each.
+`anchord serve` and the testbed run as subprocesses on loopback. The four runs of
+--compare-variants (default, --no-serve-stale, then --no-nta and --no-failure-cache side
+by side), each about 45 s on a loaded 2-core machine, sharing one signed world.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import random
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from anchord.testbed.incident.record import read_events
+from anchord.testbed.incident.record import Event, read_events
+from anchord.testbed.incident.report import read_upstream_sim
 from anchord.testbed.incident.run import Options, ReplayError, check_ports, run_once
 from anchord.testbed.incident.summary import share
 from anchord.testbed.incident.timeline import Timeline
@@ -40,22 +44,47 @@ def free_port_base() -> int:
     pytest.skip("no free ports for the replay")
 
 
-def replay(tmp: Path, **changes: Any) -> dict[str, Any]:
-    opts = Options(out=tmp, port_base=free_port_base(), cache_dir=tmp.parent / "worlds",
-                   **{**SMALL, **changes})
-    return run_once(opts, "test")
+def replay(tmp: Path, port_base: int | None = None, **changes: Any) -> dict[str, Any]:
+    # Every run of the module signs its world once, into the shared cache beside them.
+    opts = Options(out=tmp, port_base=port_base or free_port_base(),
+                   cache_dir=tmp.parent / "worlds", **{**SMALL, **changes})
+    return run_once(opts, tmp.name)
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("replay") / "default"
+def replay_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the module's runs, named as --compare-variants names them."""
+    return tmp_path_factory.mktemp("replay")
+
+
+@pytest.fixture(scope="module")
+def default_run(replay_root: Path) -> tuple[Path, dict[str, Any]]:
+    out = replay_root / "default"
     return out, replay(out)
 
 
 @pytest.fixture(scope="module")
-def no_stale_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("replay") / "no-serve-stale"
+def no_stale_run(replay_root: Path) -> tuple[Path, dict[str, Any]]:
+    out = replay_root / "no-serve-stale"
     return out, replay(out, serve_stale=False)
+
+
+@pytest.fixture(scope="module")
+def variant_runs(replay_root: Path, default_run: tuple[Path, dict[str, Any]]
+                 ) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """--no-nta and --no-failure-cache, side by side: a replay's wall time is its
+    simulated day (the clients use a third of a core), so two at once cost one run's time.
+    After the default run, so the signed world is in the cache for both."""
+    runs = {"no-nta": {"nta": False}, "no-failure-cache": {"failure_cache": False}}
+    bases: list[int] = []
+    while len(bases) < len(runs):
+        base = free_port_base()
+        if all(abs(base - b) >= 10 for b in bases):
+            bases.append(base)
+    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+        futures = {name: pool.submit(replay, replay_root / name, base, **changes)
+                   for (name, changes), base in zip(runs.items(), bases, strict=True)}
+        return {name: (replay_root / name, f.result()) for name, f in futures.items()}
 
 
 def test_summary_has_the_issue_keys(default_run: tuple[Path, dict[str, Any]]) -> None:
@@ -91,7 +120,13 @@ def test_incident_servfails_say_ede6_naming_de_and_the_key_tag(
     stale = [e for e in read_events(out / "events.csv")
              if e.group == "de" and e.stale and tl.break_at + 600 <= e.t < tl.nta_at]
     assert stale and all(e.ede[0] == 3 for e in stale)
-    assert sum(6 in e.ede for e in stale) >= 0.9 * len(stale)
+    # Those the timer gave (answered after it, in real ms) are left out: on a loaded
+    # machine they are many, and the refresh they did not wait for had no reason yet.
+    timer_ms = 1000 * tomllib.loads((out / "resolver.toml").read_text()
+                                    )["serve_stale"]["client_timeout"] / s["settings"]["scale"]
+    before_timer = [e for e in stale if e.rtt_ms < 0.8 * timer_ms]
+    assert before_timer, (len(stale), timer_ms)
+    assert sum(6 in e.ede for e in before_timer) >= 0.9 * len(before_timer)
 
 
 def test_nta_restores_noerror_and_its_recheck_removes_it_after_the_repair(
@@ -101,7 +136,9 @@ def test_nta_restores_noerror_and_its_recheck_removes_it_after_the_repair(
     assert s["nta_added_at"] is not None
     assert ns["after_nta"] >= ns["before"] - 0.01, ns
     assert s["nta_removed_by"] == "recheck"
-    assert "2026-05-05T23:30:00Z" < s["nta_removed_at"] <= "2026-05-05T23:36:00Z"
+    # Its recheck (every 300 s) sees the repair at the first or second try: a loaded
+    # machine delays a check by simulated minutes (0.1 real s is one at this scale).
+    assert "2026-05-05T23:30:00Z" < s["nta_removed_at"] <= "2026-05-05T23:42:00Z"
     assert ns["after_repair"] >= ns["before"] - 0.01, ns
     # Answers under the NTA are insecure (no AD); after its removal AD is back.
     tl = Timeline()
@@ -130,15 +167,41 @@ def test_control_group_is_flat(default_run: tuple[Path, dict[str, Any]]) -> None
     assert share(control, tl.start, tl.end + 1) == 1.0
 
 
-def test_report_has_six_charts(default_run: tuple[Path, dict[str, Any]]) -> None:
+def _record_marks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
+    """Every chart's title with the labels of the marks report._setup drew on it."""
+    from anchord.testbed.incident import report
+
+    seen: list[tuple[str, list[str]]] = []
+    setup = report._setup
+
+    def recording(ax: Any, title: str, marks: list[tuple[str, float]], ylabel: str) -> None:
+        seen.append((title, [label for label, _ in marks]))
+        setup(ax, title, marks, ylabel)
+
+    monkeypatch.setattr(report, "_setup", recording)
+    return seen
+
+
+ALL_MARKS = ["break", "NTA", "repair", "NTA removed"]
+
+
+def test_report_has_six_charts_each_with_the_four_marks(
+        default_run: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     from anchord.testbed.incident.report import CHARTS, write_report
 
     out, s = default_run
+    seen = _record_marks(monkeypatch)
     write_report(out, s)
     page = (out / "report.html").read_text()
     for name, _ in CHARTS:
         assert (out / name).stat().st_size > 1000
         assert name in page
+    assert [title for title, _ in seen] == [title for _, title in CHARTS[:2] + CHARTS[5:]
+                                            + CHARTS[2:5]]
+    assert all(labels == ALL_MARKS for _, labels in seen), seen
+    # The page says where the dashed lines are, with the run's own NTA times.
+    assert "Dashed lines on every chart: break 19:30:00, NTA " in page
+    assert f"NTA removed {s['nta_removed_at'][11:19]}" in page
 
 
 def test_without_serve_stale_noerror_falls_as_caches_drain(
@@ -154,6 +217,111 @@ def test_without_serve_stale_noerror_falls_as_caches_drain(
     early = share(first, tl.break_at, tl.break_at + 1800)
     late = share(first, tl.nta_at - 3600, tl.nta_at)
     assert early is not None and late is not None and late < early, (early, late)
+
+
+def _after_nta(out: Path) -> tuple[list[Event], list[Event]]:
+    """.de first attempts and SERVFAIL responses from a minute after 22:17 to the repair."""
+    tl = Timeline()
+    de = [e for e in read_events(out / "events.csv")
+          if e.group == "de" and tl.nta_at + 60 <= e.t < tl.repair_at]
+    return [e for e in de if e.attempt == 1], [e for e in de if e.rcode == "SERVFAIL"]
+
+
+def test_without_the_nta_servfails_go_on_until_the_repair(
+        variant_runs: dict[str, tuple[Path, dict[str, Any]]],
+        default_run: tuple[Path, dict[str, Any]]) -> None:
+    out, s = variant_runs["no-nta"]
+    assert s["settings"]["nta"] is False
+    assert s["nta_added_at"] is None and s["nta_removed_at"] is None
+    default = default_run[1]["noerror_share"]
+    assert s["noerror_share"]["after_nta"] < default["after_nta"], (s["noerror_share"],
+                                                                    default)
+    first, servfails = _after_nta(out)
+    d_first, d_servfails = _after_nta(default_run[0])
+    # The long tail (never cached) keeps failing, and what is answered is only stale:
+    # the NTA is what brings fresh (insecure) answers back before the repair.
+    tl = Timeline()
+    assert any(e.t >= tl.repair_at - 1800 for e in servfails), "no SERVFAIL late on"
+    assert len(servfails) > 2 * len(d_servfails), (len(servfails), len(d_servfails))
+    fresh = share(first, tl.nta_at, tl.repair_at, stale_counts=False)
+    d_fresh = share(d_first, tl.nta_at, tl.repair_at, stale_counts=False)
+    assert fresh is not None and d_fresh is not None and fresh < 0.8 * d_fresh, (fresh,
+                                                                                 d_fresh)
+    assert all(6 in e.ede and 33 not in e.ede for e in servfails)
+
+
+def _incident_upstream_to_children(out: Path) -> int:
+    """Upstream queries for names at or below a de child zone, between the break and 22:17."""
+    tl = Timeline()
+    return sum(1 for u in read_upstream_sim(out / "upstream.csv")
+               if tl.break_at <= u.t < tl.nta_at and u.qname.endswith(".de.")
+               and u.qname.count(".") >= 2)
+
+
+def test_without_the_failure_cache_retries_are_not_answered_from_it(
+        variant_runs: dict[str, tuple[Path, dict[str, Any]]],
+        default_run: tuple[Path, dict[str, Any]]) -> None:
+    """What the failure cache buys here: a client's retry within its hold is answered
+    from it (EDE 13 Cached Error) instead of being resolved again. It does not buy
+    fewer upstream queries: a zone found bogus is held in the key cache with its own
+    back-off (core/chain.py), so a retry resolved again stops there without asking
+    upstream. Both halves are asserted, the second as a bound (runs differ by ~30 %)."""
+    out, s = variant_runs["no-failure-cache"]
+    d_out, d = default_run
+    assert s["settings"]["failure_cache"] is False
+    assert s["client_queries"] > s["client_questions"]  # retries happened here too
+    assert s["servfail_count"] > 0 and d["servfail_count"] > 0
+    assert d["servfail_ede"].get("13", 0) > 0, d["servfail_ede"]
+    assert "13" not in s["servfail_ede"], s["servfail_ede"]
+    assert s["servfail_ede"].get("6") == s["servfail_count"]
+    # Upstream stays bounded without it: about the default run's cost, far from the
+    # peers' 2.7-14.2 queries per failing name per 30 s.
+    up, d_up = _incident_upstream_to_children(out), _incident_upstream_to_children(d_out)
+    assert up < 1.5 * d_up, (up, d_up)
+    value = s["upstream_queries_per_failing_name_per_30s"]
+    assert value is not None and value <= 4, value
+    # The NTA and its recheck work the same without it.
+    assert s["nta_added_at"] is not None and s["nta_removed_by"] == "recheck"
+
+
+def test_compare_report_puts_every_chart_of_the_four_runs_side_by_side(
+        default_run: tuple[Path, dict[str, Any]], no_stale_run: tuple[Path, dict[str, Any]],
+        variant_runs: dict[str, tuple[Path, dict[str, Any]]], replay_root: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What --compare-variants writes after its four runs, on this module's four runs
+    (they sit in DIR/<variant>/ as --compare-variants puts them)."""
+    from anchord.testbed.incident.command import VARIANTS
+    from anchord.testbed.incident.report import (
+        CHARTS,
+        COMPARE_CHARTS,
+        write_compare_report,
+        write_report,
+    )
+
+    runs = {"default": default_run, "no-serve-stale": no_stale_run, **variant_runs}
+    assert set(runs) == {v for v, _ in VARIANTS}
+    results = {v: runs[v][1] for v, _ in VARIANTS}
+    for v, (out, s) in runs.items():
+        assert out == replay_root / v and (out / "summary.json").exists()
+        if not (out / "report.html").exists():
+            write_report(out, s)
+    seen = _record_marks(monkeypatch)
+    path = write_compare_report(replay_root, results)
+    assert path == replay_root / "report.html"
+    page = path.read_text()
+    assert len(COMPARE_CHARTS) == len(CHARTS)  # every single-run chart is compared
+    for name, title in COMPARE_CHARTS:
+        assert title in page
+        assert (replay_root / name).stat().st_size > 1000 and name in page, name
+    for v in results:
+        assert f"{v}/report.html" in page
+        for png, _ in CHARTS:
+            assert f"{v}/{png}" in page and (replay_root / v / png).exists()
+    assert json.loads((replay_root / "summary.json").read_text()).keys() == results.keys()
+    # The default run's marks on every panel (the EDE chart has one panel per variant).
+    assert len(seen) == len(COMPARE_CHARTS) - 1 + len(results)
+    assert all(labels == ALL_MARKS for _, labels in seen), seen
+    assert "Dashed lines on every chart: break 19:30:00, NTA 22:1" in page
 
 
 def test_clear_errors_for_a_taken_port_and_an_unwritable_folder(tmp_path: Path) -> None:
