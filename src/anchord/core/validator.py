@@ -23,11 +23,15 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rrset
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from dns.dnssecalgs import get_algorithm_cls_from_dnskey
+from dns.dnssecalgs.base import GenericPublicKey
 from dns.dnssectypes import Algorithm, DSDigest
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 from dns.rdtypes.ANY.RRSIG import RRSIG
+from dns.rdtypes.dnskeybase import Flag
 
 from anchord.core.limits import WorkBudget
 from anchord.core.outcome import Ede, EdeCode, Security, Verdict
@@ -96,6 +100,81 @@ _DNSPYTHON_POLICY = dns.dnssec.allow_all_policy
 
 
 _DSA_ALGORITHMS = frozenset({Algorithm.DSA, Algorithm.DSANSEC3SHA1})
+
+# Pure functions of a key's bytes, remembered because every answer below a zone needs
+# them again: dnspython recomputes a key tag by a Python loop over the key and parses
+# the public key (a curve point check for ECDSA, a quarter of a verify) on every
+# validate_rrsig call. Keyed by the exact key material, never by time, so nothing here
+# can vouch for a signature; cleared when full, so a flood of keys cannot grow them.
+_KEY_MEMO_LIMIT = 8192
+_KeyMaterial = tuple[int, int, int, bytes]  # flags, protocol, algorithm, key
+_key_tags: dict[_KeyMaterial, int] = {}
+_public_keys: dict[tuple[int, bytes], GenericPublicKey] = {}
+
+
+def _material(key: DNSKEY) -> _KeyMaterial:
+    return (key.flags, key.protocol, key.algorithm, key.key)
+
+
+def key_tag(key: DNSKEY) -> int:
+    """dns.dnssec.key_id(key) (RFC 4034 Appendix B), remembered per key material."""
+    material = _material(key)
+    tag = _key_tags.get(material)
+    if tag is None:
+        if len(_key_tags) >= _KEY_MEMO_LIMIT:
+            _key_tags.clear()
+        tag = _key_tags[material] = dns.dnssec.key_id(key)
+    return tag
+
+
+def _public_key(key: DNSKEY) -> GenericPublicKey:
+    """The parsed public key, as dns.dnssec._validate_signature makes it (same errors:
+    UnsupportedAlgorithm, or ValidationFailure for unusable key material; those are not
+    remembered, so a bad key fails the same way every time)."""
+    memo = (int(key.algorithm), bytes(key.key))
+    public = _public_keys.get(memo)
+    if public is None:
+        public_cls = get_algorithm_cls_from_dnskey(key).public_cls
+        try:
+            public = public_cls.from_dnskey(key)
+        except ValueError as e:
+            raise dns.exception.ValidationFailure("invalid public key") from e
+        if len(_public_keys) >= _KEY_MEMO_LIMIT:
+            _public_keys.clear()
+        _public_keys[memo] = public
+    return public
+
+
+def _validate_rrsig(rrset: dns.rrset.RRset, rrsig: RRSIG, key: DNSKEY, when: float,
+                    signed: list[bytes]) -> None:
+    """dns.dnssec.validate_rrsig(rrset, rrsig, {signer: [key]}, None, when, allow_all)
+    step by step, with the same checks in the same order and the same exceptions, minus
+    its per-call set-up: no one-key Rdataset to build (hashing renders each rdata),
+    the key tag and public key from the memos above, and the signed data (`signed`,
+    filled on first use) computed once per RRSIG rather than once per candidate key."""
+    if rrsig.type_covered != rrset.rdtype or rrsig.rdclass != rrset.rdclass:
+        raise dns.exception.ValidationFailure("RRSIG does not cover the RRset")
+    candidate = (
+        key.algorithm == rrsig.algorithm
+        and key_tag(key) == rrsig.key_tag
+        and (key.flags & Flag.ZONE) == Flag.ZONE
+        and key.protocol == 3
+        # A revoked key may only validate the DNSKEY RRset (RFC 5011 2.1).
+        and ((key.flags & Flag.REVOKE) == 0 or rrsig.type_covered == dns.rdatatype.DNSKEY)
+    )
+    if rrsig.expiration < when:
+        raise dns.exception.ValidationFailure("expired")
+    if rrsig.inception > when:
+        raise dns.exception.ValidationFailure("not yet valid")
+    if not signed:
+        signed.append(dns.dnssec._make_rrsig_signature_data(rrset, rrsig))  # noqa: SLF001
+    if candidate:
+        try:
+            _public_key(key).verify(rrsig.signature, signed[0])
+            return
+        except (InvalidSignature, dns.exception.ValidationFailure):
+            pass
+    raise dns.exception.ValidationFailure("verify failure")
 
 
 def _dsa_signature(signature: bytes) -> tuple[int, int] | None:
@@ -231,7 +310,7 @@ def _candidate_keys(dnskeys: Iterable[DNSKEY], rrsig: RRSIG) -> list[DNSKEY]:
         if key.algorithm == rrsig.algorithm
         and key.flags & 0x0100  # Zone Key bit, RFC 4034 2.1.1
         and key.protocol == 3
-        and dns.dnssec.key_id(key) == rrsig.key_tag
+        and key_tag(key) == rrsig.key_tag
     ]
 
 
@@ -284,20 +363,16 @@ def _check_one(
         return None
     # KeyTrap: beyond a few keys sharing one tag, the rest are not tried.
     tried = candidates[: budget.max_key_tag_collisions]
+    signed: list[bytes] = []
     for key in tried:
         if not budget.charge_signature():
             attempt.fail(_DEPTH_LIMIT, EdeCode.DNSSEC_BOGUS, _limit_text(zone, rrset, budget))
             return None
-        rdataset = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.DNSKEY)
-        rdataset.add(key)
-        keymap = cast(dict[dns.name.Name, dns.rdataset.Rdataset], {rrsig.signer: rdataset})
         try:
-            # dnspython checks the time itself; `now` for it is a moment inside the window
-            # already accepted above (clock skew and serial arithmetic are ours).
-            dns.dnssec.validate_rrsig(
-                rrset, rrsig, keymap, None,  # type: ignore[arg-type]
-                float(min(max(now, inception), expiration)), _DNSPYTHON_POLICY,
-            )
+            # dnspython's checks include the time; `when` for them is a moment inside the
+            # window already accepted above (clock skew and serial arithmetic are ours).
+            _validate_rrsig(rrset, rrsig, key, float(min(max(now, inception), expiration)),
+                            signed)
         except (dns.exception.ValidationFailure, dns.exception.UnsupportedAlgorithm,
                 dns.exception.DeniedByPolicy):
             if not (rrsig.algorithm in _DSA_ALGORITHMS and dsa_verify(rrset, rrsig, key)):
@@ -370,7 +445,7 @@ def verify_rrset(
 
 
 def _ds_matches(ds: DS, key: DNSKEY, zone: dns.name.Name) -> bool:
-    if ds.key_tag != dns.dnssec.key_id(key) or ds.algorithm != key.algorithm:
+    if ds.key_tag != key_tag(key) or ds.algorithm != key.algorithm:
         return False
     try:
         made = dns.dnssec.make_ds(zone, key, DSDigest(ds.digest_type),
@@ -381,7 +456,7 @@ def _ds_matches(ds: DS, key: DNSKEY, zone: dns.name.Name) -> bool:
 
 
 def _tags(records: Iterable[DS | DNSKEY]) -> str:
-    tags = sorted({r.key_tag if isinstance(r, DS) else dns.dnssec.key_id(r) for r in records})
+    tags = sorted({r.key_tag if isinstance(r, DS) else key_tag(r) for r in records})
     return ", ".join(str(t) for t in tags)
 
 
@@ -438,7 +513,7 @@ def verify_dnskeys(
     entry_keys: list[DNSKEY] = []
     for d in usable_ds:
         # Hashing is cheap but a key-tag flood must not make it quadratic either.
-        same_tag = [k for k in zone_keys if dns.dnssec.key_id(k) == d.key_tag]
+        same_tag = [k for k in zone_keys if key_tag(k) == d.key_tag]
         for key in same_tag[: budget.max_key_tag_collisions]:
             if key not in entry_keys and key.flags & 0x0100 and _ds_matches(d, key, zone):
                 entry_keys.append(key)
