@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import dns.name
+import dns.rdata
+import dns.rdatatype
 import dns.rrset
 
 from anchord.core.outcome import (
@@ -155,9 +157,96 @@ def stale_outcome(entry: AnswerEntry, stale_ttl: int, *reasons: Ede,
     )
 
 
+# (owner labels, class, type, covers, TTL, each rdata's wire form): equal keys are the
+# same RRset down to the case of every name, so one object can stand for both.
+_RRsetKey = tuple[tuple[bytes, ...], int, int, int, int, tuple[bytes, ...]]
+# (class, type, covers, each rdata's wire form): the records of an RRset, owner aside.
+_RdataKey = tuple[int, int, int, tuple[bytes, ...]]
+
+
+def _wires(rrset: dns.rrset.RRset) -> tuple[bytes, ...]:
+    return tuple(rd.to_wire() for rd in rrset)
+
+
+class RecordSharing:
+    """Lets cached outcomes share the records they have in common, to save memory.
+
+    Many answers carry the same records: every NXDOMAIN or NODATA of a zone the same SOA
+    and often the same NSEC/NSEC3 proof; every expansion of a wildcard the same proof
+    and, under its own owner name, the same rdata and RRSIG. dnspython gives each parsed
+    message its own copies (an RRset with its dict of rdatas costs about 300 bytes before
+    the records themselves). Outcomes never change their RRsets (aging and capping copy
+    them first), so equal ones may be one object.
+
+    Only the authority section is shared whole (proofs and SOAs repeat across names),
+    and the answer's rdatas only under a wildcard-expanded owner (the RRSIG's labels say
+    so): elsewhere answers are unique, and remembering them would cost more than it
+    saves. Bounded: past `limit` the least recently used are forgotten (entries that
+    share them keep them).
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._rrsets: BoundedMap[_RRsetKey, dns.rrset.RRset] = BoundedMap(limit)
+        self._rdatas: BoundedMap[_RdataKey, dict[dns.rdata.Rdata, None]] = BoundedMap(limit)
+
+    def outcome(self, o: Outcome) -> Outcome:
+        """`o` with shared records where it has some in common with earlier outcomes."""
+        if not o.answer and not o.authority:
+            return o
+        qname = o.question.qname
+        expanded = {
+            r.name for r in o.answer if r.rdtype == dns.rdatatype.RRSIG
+            and any(sig.labels < _owner_labels(r.name) for sig in r)
+        }
+        answer = tuple(self._answer_rrset(r, qname, r.name in expanded) for r in o.answer)
+        authority = tuple(self._whole(r) for r in o.authority)
+        return replace(o, answer=answer, authority=authority)
+
+    def _answer_rrset(self, rrset: dns.rrset.RRset, qname: dns.name.Name,
+                      expanded: bool) -> dns.rrset.RRset:
+        # The question's name object serves as the owner when it is the same to the
+        # byte (case included): one Name instead of one per RRset.
+        owner = qname if rrset.name.labels == qname.labels else rrset.name
+        if not expanded and owner is rrset.name:
+            return rrset
+        items = rrset.items
+        if expanded:
+            key = (rrset.rdclass, rrset.rdtype, rrset.covers, _wires(rrset))
+            shared = self._rdatas.get(key)
+            if shared is None:
+                shared = items.copy()  # our own dict: the message's RRset stays its own
+                self._rdatas.put(key, shared)
+            items = shared
+        out = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype, rrset.covers)
+        out.ttl = rrset.ttl
+        out.items = items
+        return out
+
+    def _whole(self, rrset: dns.rrset.RRset) -> dns.rrset.RRset:
+        key = (rrset.name.labels, rrset.rdclass, rrset.rdtype, rrset.covers, rrset.ttl,
+               _wires(rrset))
+        shared = self._rrsets.get(key)
+        if shared is None:
+            self._rrsets.put(key, rrset)
+            return rrset
+        return shared
+
+    def clear(self) -> None:
+        self._rrsets.clear()
+        self._rdatas.clear()
+
+
+def _owner_labels(name: dns.name.Name) -> int:
+    """RFC 4034 3.1.3 label count (as validator.owner_labels; kept here so the cache
+    does not import the validator)."""
+    count = len(name) - 1 if name.is_absolute() else len(name)
+    return count - 1 if name.is_wild() else count
+
+
 class AnswerCache:
     def __init__(self, max_entries: int) -> None:
         self._entries: BoundedMap[CacheKey, AnswerEntry] = BoundedMap(max_entries)
+        self.sharing = RecordSharing(min(max_entries, 10_000))
 
     def get(self, question: Question) -> AnswerEntry | None:
         return self._entries.get(cache_key(question))
@@ -182,6 +271,7 @@ class AnswerCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self.sharing.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -243,6 +243,9 @@ class Resolver:
             if self.config.serve_stale.enabled else 0
         # A TTL of 0 says "use for this transaction only, do not cache" (RFC 1035
         # 3.2.1): such an answer replaces the old entry but is never served stale.
+        # The stored outcome is the one returned: the fast path tells a first answer
+        # from a cached one by identity.
+        outcome = self.answers.sharing.outcome(outcome)
         self.answers.put(question, AnswerEntry(outcome, now, ttl, now + ttl + stale_window,
                                                stale_ok=ttl > 0))
         return outcome
