@@ -7,6 +7,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -303,3 +304,43 @@ def test_formerr_without_question_is_accepted() -> None:
     result, _ = asyncio.run(_run(script))
     assert result.ok and result.response is not None
     assert result.response.rcode() == dns.rcode.FORMERR
+
+
+def _iterator_like(name: str, rdtype: str, flags: int, dnssec: bool, payload: int,
+                   use_edns: int | bool | None) -> dns.message.Message:
+    msg = dns.message.make_query(name, rdtype, use_edns=use_edns, want_dnssec=dnssec,
+                                 payload=payload)
+    msg.flags = flags
+    return msg
+
+
+@pytest.mark.parametrize("use_edns", [0, None, False])
+@pytest.mark.parametrize("flags", [0, dns.flags.RD, dns.flags.RD | dns.flags.CD])
+@pytest.mark.parametrize("dnssec", [True, False])
+@pytest.mark.parametrize("name,rdtype,payload", [
+    ("www.Example.", "A", 1232), (".", "NS", 512), ("x." * 60 + "de.", "DS", 4096),
+    ("*.wild.de.", "TYPE65534", 1232), ("a\\000b.de.", "DNSKEY", 1400),
+])
+def test_plain_query_wire_is_what_dnspython_renders(
+        name: str, rdtype: str, payload: int, flags: int, dnssec: bool,
+        use_edns: int | bool | None) -> None:
+    from anchord.engine.transport import _plain_query_wire
+
+    msg = _iterator_like(name, rdtype, flags, dnssec, payload, use_edns)
+    for qid in (0, 1, 0xBEEF, 0xFFFF):
+        expected = struct.pack("!H", qid) + msg.to_wire()[2:]
+        assert _plain_query_wire(msg, qid) == expected
+
+
+def test_plain_query_wire_leaves_other_shapes_to_dnspython() -> None:
+    from anchord.engine.transport import _plain_query_wire
+
+    with_option = dns.message.make_query("www.example.", "A", use_edns=0,
+                                         options=[dns.edns.GenericOption(65001, b"x")])
+    padded = dns.message.make_query("www.example.", "A", use_edns=0, pad=128)
+    two = _query()
+    two.question.append(dns.rrset.RRset(dns.name.from_text("b.example."), 1, 1))
+    with_answer = _query()
+    with_answer.answer.append(dns.rrset.from_text("www.example.", 60, "IN", "A", "192.0.2.1"))
+    for msg in (with_option, padded, two, with_answer):
+        assert _plain_query_wire(msg, 7) is None
