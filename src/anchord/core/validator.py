@@ -12,6 +12,7 @@ word the failure.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
@@ -169,12 +170,40 @@ def _validate_rrsig(rrset: dns.rrset.RRset, rrsig: RRSIG, key: DNSKEY, when: flo
     if not signed:
         signed.append(dns.dnssec._make_rrsig_signature_data(rrset, rrsig))  # noqa: SLF001
     if candidate:
+        digest = _verification_digest(key, rrsig.signature, signed[0])
+        if digest in _verified:
+            _verified.move_to_end(digest)
+            return
         try:
             _public_key(key).verify(rrsig.signature, signed[0])
-            return
         except (InvalidSignature, dns.exception.ValidationFailure):
             pass
+        else:
+            _verified[digest] = None
+            if len(_verified) > _VERIFIED_LIMIT:
+                _verified.popitem(last=False)
+            return
     raise dns.exception.ValidationFailure("verify failure")
+
+
+# Signatures that verified, by a digest of everything the public-key operation reads:
+# algorithm, key, signature and signed data (which holds the RRSIG's own fields, its
+# validity window included, and the RRset in canonical form). The same proof or SOA
+# comes with every negative answer of a zone, and every expansion of a wildcard signs
+# the same data, so their checks repeat exactly. Only the crypto is skipped: the key
+# tag, zone-key, revocation and time checks above (and the caller's window check
+# against the `now` it was given) run on every call, so a remembered verification can
+# never make a signature valid outside its window or for another key.
+_VERIFIED_LIMIT = 16_384
+_verified: OrderedDict[bytes, None] = OrderedDict()
+
+
+def _verification_digest(key: DNSKEY, signature: bytes, signed: bytes) -> bytes:
+    h = hashlib.sha256()
+    for part in (bytes([int(key.algorithm)]), bytes(key.key), bytes(signature), signed):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
 
 
 def _dsa_signature(signature: bytes) -> tuple[int, int] | None:
