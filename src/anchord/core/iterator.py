@@ -403,10 +403,13 @@ class Iterator:
 
     # -- asking one zone ---------------------------------------------------------------------
     def _request(self, q: Question, forward: bool) -> dns.message.Message:
-        msg = dns.message.make_query(
-            q.qname, q.qtype, q.qclass, use_edns=0, want_dnssec=self.dnssec,
-            payload=self.config.edns_buffer_size,
-        )
+        # What make_query builds, but with ID 0 instead of one drawn from the OS's
+        # randomness: every transport puts its own ID on the wire (the network one a
+        # fresh random one per query), and the core draws no randomness of its own.
+        msg = dns.message.QueryMessage(id=0)
+        msg.find_rrset(msg.question, q.qname, q.qclass, q.qtype, create=True,
+                       force_unique=True)
+        msg.use_edns(0, dns.flags.DO if self.dnssec else 0, self.config.edns_buffer_size)
         msg.flags = dns.flags.RD if forward else 0
         if forward and self.dnssec:
             msg.flags |= dns.flags.CD  # we validate ourselves: give us the bogus data too
