@@ -36,6 +36,7 @@ from tests.conftest import SIGNED_AT, World  # noqa: E402
 from anchord.core.outcome import Question  # noqa: E402
 from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult  # noqa: E402
 from anchord.engine.driver import build_resolver  # noqa: E402
+from anchord.engine.transport import _plain_query_wire  # noqa: E402
 from anchord.testbed.authserver import render, udp_limit  # noqa: E402
 from anchord.testbed.inprocess import AuthorityTransport  # noqa: E402
 from anchord.testbed.zones import Hierarchy, TestbedSpec, build_hierarchy  # noqa: E402
@@ -48,7 +49,8 @@ class TimedTransport(AuthorityTransport):
 
     async def query(self, server: ServerAddress, request: dns.message.Message, *,
                     tcp: bool = False, timeout: float = 1.5) -> UpstreamResult:
-        wire = request.to_wire()  # ours: the network transport renders the query too
+        # Ours: the network transport renders the query too, this way when it can.
+        wire = _plain_query_wire(request, request.id) or request.to_wire()
         t0 = time.process_time()
         query = dns.message.from_wire(wire)
         response = self.authority.respond(query, server.host)

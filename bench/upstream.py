@@ -54,17 +54,25 @@ async def measure(port: int, count: int) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--uvloop", action="store_true", help="on uvloop, as anchord serve runs")
     args = ap.parse_args()
     responder = subprocess.Popen([sys.executable, "-c", RESPONDER], stdout=subprocess.PIPE,
                                  text=True)
     try:
         assert responder.stdout is not None
         port = int(responder.stdout.readline())
-        user, system = asyncio.run(measure(port, args.queries))
+        if args.uvloop:
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                user, system = runner.run(measure(port, args.queries))
+        else:
+            user, system = asyncio.run(measure(port, args.queries))
     finally:
         responder.kill()
         responder.wait()
-    print(f"upstream UDP query: {user + system:.0f} µs CPU ({user:.0f} user, "
+    loop = "uvloop" if args.uvloop else "asyncio"
+    print(f"upstream UDP query ({loop}): {user + system:.0f} µs CPU ({user:.0f} user, "
           f"{system:.0f} system), {args.queries} queries")
     return 0
 
