@@ -29,18 +29,59 @@ def _config(tmp_path: Path, text: str = "") -> Path:
     return p
 
 
-def test_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
+def _one_line_status_1(r: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("anchord: ") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for word in words:
+        assert word in r.stderr, r.stderr
+
+
+def test_config_error_is_one_line_exit_1(tmp_path: Path) -> None:
     cfg = _config(tmp_path, "[server]\nworkers = 0\n")
     r = subprocess.run([*CLI, "-c", str(cfg)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2
-    assert r.stderr.startswith("anchord: ") and "server.workers" in r.stderr
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    _one_line_status_1(r, f"anchord: {cfg}: ", "server.workers")
+
+
+def test_missing_file_and_directory_are_one_line_exit_1(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    r = subprocess.run([*CLI, "-c", str(missing)], capture_output=True, text=True, timeout=30)
+    _one_line_status_1(r, f"anchord: {missing}: cannot read", "No such file")
+    r = subprocess.run([*CLI, "-c", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    _one_line_status_1(r, f"anchord: {tmp_path}: cannot read", "Is a directory")
+
+
+def test_no_trust_anchor_with_validation_on_is_refused(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + "\n[dnssec]\ntrust_anchors = []\n")
+    r = subprocess.run([*CLI, "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    _one_line_status_1(r, f"anchord: {cfg}: ", "dnssec.trust_anchors",
+                       "dnssec.enabled = false")
+
+
+def test_unusable_trust_anchors_are_named_in_one_warning(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    # GOST digest (3) and a DSA key (3): RFC 8624 says neither is to be validated.
+    anchors = ['. IN DS 20326 8 3 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237'
+               'C7F8EC8D', '. IN DNSKEY 257 3 3 AQPJ////4Q==']
+    cfg.write_text(cfg.read_text() + "\n[dnssec]\ntrust_anchors = [" +
+                   ", ".join(f'"{a}"' for a in anchors) + "]\n")
+    proc = subprocess.Popen([*CLI, "-c", str(cfg), "--listen", f"127.0.0.1:{_free_port()}"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "no trust anchor uses an algorithm" in first, first
+        assert "20326 8 3" in first and "DNSKEY 257 3 3" in first
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
 
 
 def test_bad_listen_option_is_a_config_error(tmp_path: Path) -> None:
     r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), "--listen", "nowhere:53"],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "--listen" in r.stderr and "Traceback" not in r.stderr
+    _one_line_status_1(r, "--listen")
 
 
 def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:

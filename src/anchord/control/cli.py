@@ -112,8 +112,10 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+# A plain string: load_config says "FILE: cannot read: Is a directory" in one line with
+# status 1, where click.Path's check printed a usage error with status 2.
 _config_option = click.option(
-    "-c", "--config", "config_file", type=click.Path(dir_okay=False),
+    "-c", "--config", "config_file", metavar="FILE",
     help="The config file of the running resolver (for the API address and token).")
 
 

@@ -192,10 +192,21 @@ class Config:
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        return f"a list of {_plural_name(typing.get_args(tp)[0])}"
     if origin is dict:
         return "a table"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _plural_name(tp: Any) -> str:
+    # Its own table: "a list of " + the singular name read "a list of a strings".
+    if typing.get_origin(tp) is list:
+        return "lists"
+    if typing.get_origin(tp) is dict:
+        return "tables"
+    return {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}.get(
         tp, str(tp)
     )
 
@@ -355,6 +366,12 @@ def _validate(cfg: Config) -> None:
             parse_trust_anchor(line)
         except (ValueError, dns.exception.DNSException) as e:
             raise ConfigError(f"key 'dnssec.trust_anchors[{i}]': {e}") from None
+    if cfg.dnssec.enabled and not cfg.dnssec.trust_anchors:
+        # Validation without an anchor proves nothing: every answer would go out
+        # insecure, silently. Unbound and Knot also refuse to validate from nothing.
+        raise ConfigError("key 'dnssec.trust_anchors': empty while dnssec.enabled = true, so "
+                          "nothing could be validated; give the anchors, or set "
+                          "dnssec.enabled = false to run without validation")
     for i, zone in enumerate(cfg.dnssec.insecure_zones):
         try:
             dns.name.from_text(zone)
@@ -380,6 +397,33 @@ def parse_trust_anchor(line: str) -> dns.rrset.RRset:
     return dns.rrset.from_text(owner, ttl, "IN", rtype, " ".join(rest))
 
 
+def unusable_trust_anchors(cfg: Config) -> list[str]:
+    """The trust anchors whose algorithm (or DS digest type) the validator cannot use
+    under dnssec.algorithm_policy; empty if at least one anchor is usable.
+
+    Only when none is usable does this matter: every answer is then insecure (RFC 4035
+    5, RFC 8624 3), which is legitimate, but the operator should hear it once."""
+    if not cfg.dnssec.enabled:
+        return []
+    # Imported here: the core is not needed to read a config file.
+    from anchord.core.validator import ValidatorPolicy
+
+    policy = (ValidatorPolicy.permissive() if cfg.dnssec.algorithm_policy == "all"
+              else ValidatorPolicy())
+    unusable = []
+    for line in cfg.dnssec.trust_anchors:
+        usable = False
+        for rd in parse_trust_anchor(line):
+            ok = policy.validates_algorithm(int(rd.algorithm))
+            if rd.rdtype == dns.rdatatype.DS:
+                ok = ok and policy.validates_digest(int(rd.digest_type))
+            usable = usable or ok
+        if usable:
+            return []
+        unusable.append(" ".join(line.split()))
+    return unusable
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read and check a config file; None gives the defaults."""
     cfg = Config()
@@ -390,7 +434,8 @@ def load_config(path: str | Path | None) -> Config:
     try:
         raw = p.read_bytes()
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+        # One line for a missing file, a folder or an unreadable file alike.
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     try:
         table = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -435,4 +480,4 @@ def _toml_value(value: Any) -> str:
 
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_endpoint", "parse_trust_anchor",
-           "defaults_as_toml", "MISSING"]
+           "unusable_trust_anchors", "defaults_as_toml", "MISSING"]

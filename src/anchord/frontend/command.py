@@ -13,7 +13,13 @@ from typing import Any
 
 import click
 
-from anchord.control.config import Config, ConfigError, load_config, parse_endpoint
+from anchord.control.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_endpoint,
+    unusable_trust_anchors,
+)
 from anchord.frontend.server import Frontend, Resolver
 
 log = logging.getLogger("anchord")
@@ -150,7 +156,9 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver], hub: Any
 
 
 @click.command()
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
+# A plain string, not click.Path(dir_okay=False): click's check printed a 3-line usage
+# error with status 2; load_config reports a folder or a missing file in one line.
+@click.option("-c", "--config", "config_file", metavar="FILE",
               help="TOML configuration file (defaults apply without one).")
 @click.option("--listen", "listen", multiple=True, metavar="ADDR:PORT",
               help="Listen here instead of server.listen (repeatable).")
@@ -173,10 +181,17 @@ def serve(config_file: str | None, listen: tuple[str, ...], clock_start: float |
                     raise ConfigError(f"--listen: bad address {item!r}: {e}") from None
             config.server.listen = list(listen)
     except ConfigError as e:
+        # Status 1 as the README promises (2 stays click's for a mistyped command line).
         click.echo(f"anchord: {e}", err=True)
-        sys.exit(2)
+        sys.exit(1)
     logging.basicConfig(level=config.log.level.upper(), stream=sys.stderr,
                         format="anchord: %(message)s")
+    unusable = unusable_trust_anchors(config)
+    if unusable:
+        log.warning("no trust anchor uses an algorithm and digest anchord can validate "
+                    "(dnssec.algorithm_policy = %r), so every answer is insecure "
+                    "(RFC 4035 5, RFC 8624): %s", config.dnssec.algorithm_policy,
+                    "; ".join(unusable))
     if clock_start is not None or clock_scale is not None:
         sys.exit(serve_config(config, _scaled_resolver_factory(
             clock_start, clock_scale or 1.0, clock_real_start)))

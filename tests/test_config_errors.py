@@ -1,0 +1,76 @@
+"""load_config's one-line errors and the trust-anchor checks (control/config.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from anchord.control.config import (
+    ROOT_TRUST_ANCHORS,
+    Config,
+    ConfigError,
+    load_config,
+    unusable_trust_anchors,
+)
+
+
+def _load(tmp_path: Path, text: str) -> Config:
+    p = tmp_path / "a.toml"
+    p.write_text(text)
+    return load_config(p)
+
+
+
+
+def test_list_type_error_reads_well(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, "[server]\nlisten = [1]\n")
+    assert "expected a string" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, '[server]\nlisten = "127.0.0.1:53"\n')
+    assert "expected a list of strings," in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file_is_one_line(tmp_path: Path) -> None:
+    p = tmp_path / "a.toml"
+    p.write_text("")
+    p.chmod(0)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: cannot read: Permission denied"
+
+
+def test_folder_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path)
+    assert str(e.value) == f"{tmp_path}: cannot read: Is a directory"
+
+
+def test_empty_anchors_need_validation_off(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, "[dnssec]\ntrust_anchors = []\n")
+    text = str(e.value)
+    assert text.startswith(f"{tmp_path / 'a.toml'}: key 'dnssec.trust_anchors'")
+    assert "dnssec.enabled = false" in text and "\n" not in text
+    cfg = _load(tmp_path, "[dnssec]\nenabled = false\ntrust_anchors = []\n")
+    assert cfg.dnssec.trust_anchors == []
+
+
+def test_unusable_anchors_are_listed_only_when_none_is_usable(tmp_path: Path) -> None:
+    gost = ". IN DS 20326 8 3 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D"
+    dsa = ". IN DNSKEY 257 3 3 AQPJ////4Q=="
+    cfg = load_config(None)
+    assert unusable_trust_anchors(cfg) == []
+    cfg.dnssec.trust_anchors = [gost, dsa]
+    assert unusable_trust_anchors(cfg) == [gost, dsa]
+    cfg.dnssec.algorithm_policy = "all"  # DSA is validated then
+    assert unusable_trust_anchors(cfg) == []
+    cfg.dnssec.algorithm_policy = "rfc8624"
+    cfg.dnssec.trust_anchors = [gost, ROOT_TRUST_ANCHORS[0]]
+    assert unusable_trust_anchors(cfg) == []
+    cfg.dnssec.enabled = False
+    cfg.dnssec.trust_anchors = [gost]
+    assert unusable_trust_anchors(cfg) == []
