@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dns.message
 import dns.query
+import pytest
 
 CLI = [sys.executable, "-c", "from anchord.cli import main; main()", "serve"]
 
@@ -96,6 +97,45 @@ def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
     assert r.returncode == 1, r.stderr
     assert "address already in use" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+def test_port_held_with_reuseport_is_refused(tmp_path: Path, workers: int, kind: int) -> None:
+    # What a first anchord with workers > 1 holds: a socket with SO_REUSEPORT. A second
+    # instance must not join it (it would take half of the clients), whatever its workers.
+    holder = socket.socket(socket.AF_INET, kind)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", _free_port()))
+    if kind == socket.SOCK_STREAM:
+        holder.listen(1)
+    port = holder.getsockname()[1]
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + f"\n[server]\nworkers = {workers}\n")
+    try:
+        r = subprocess.run([*CLI, "-c", str(cfg), "--listen", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        holder.close()
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip() == (f"anchord: cannot listen on 127.0.0.1:{port}: address "
+                                "already in use (another resolver running?)")
+
+
+def test_second_instance_on_the_same_address_is_refused(tmp_path: Path) -> None:
+    port = _free_port()
+    first = subprocess.Popen([*CLI, "-c", str(_config(tmp_path)), "--listen",
+                              f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stderr is not None
+        assert "listening on" in first.stderr.readline()
+        r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), "--listen",
+                            f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and f"127.0.0.1:{port}: address already in use" in r.stderr
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=15)
 
 
 def test_serve_logs_listeners_answers_and_stops_on_sigterm(tmp_path: Path) -> None:

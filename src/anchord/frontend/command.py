@@ -46,6 +46,15 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
+def listen_error(e: OSError) -> str:
+    """The one line for a listener that cannot be bound; e.filename is the address
+    (Frontend.start, check_addresses_free)."""
+    where = f" on {e.filename}" if e.filename else ""
+    if e.errno == errno.EADDRINUSE:
+        return f"cannot listen{where}: address already in use (another resolver running?)"
+    return f"cannot listen{where}: {e.strerror or e}"
+
+
 async def run_server(config: Config, resolver: Resolver,
                      ready: Callable[[Frontend], None] | None = None,
                      stop: asyncio.Event | None = None) -> None:
@@ -56,9 +65,7 @@ async def run_server(config: Config, resolver: Resolver,
     try:
         described = await frontend.start()
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            raise _Fatal(f"cannot listen: address already in use ({e.strerror})", 1) from None
-        raise _Fatal(f"cannot listen: {e.strerror or e}", 1) from None
+        raise _Fatal(listen_error(e), 1) from None
     for line in described:
         log.info("listening on %s", line)
     installed: list[signal.Signals] = []
@@ -218,4 +225,4 @@ def _scaled_resolver_factory(start: float | None, scale: float, real_start: floa
     return factory
 
 
-__all__ = ["serve", "serve_config", "run_server"]
+__all__ = ["serve", "serve_config", "run_server", "listen_error"]

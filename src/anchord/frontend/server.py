@@ -3,8 +3,10 @@
 Per query: parse -> resolver.resolve -> render -> send; each accepted query runs as its
 own task so one slow resolution never holds up the socket. The frontend decides no DNS
 semantics: it renders what the resolver returned (render.py) or what request.py
-rejected. Sockets are bound with SO_REUSEPORT so several worker processes can share an
-address (DESIGN.md, "past one process").
+rejected. With server.workers > 1 sockets are bound with SO_REUSEPORT so the worker
+processes can share an address (DESIGN.md, "past one process"); with one worker they are
+not, so a second resolver on the same address fails to bind instead of silently taking
+half the clients. check_addresses_free lets worker 0 make the same check before forking.
 """
 
 from __future__ import annotations
@@ -262,23 +264,29 @@ class Frontend:
         Raises OSError (e.g. EADDRINUSE) if an address cannot be bound; whatever was
         bound before is closed again.
         """
+        reuse_port = self.config.workers > 1
         try:
             for item in self.config.listen:
                 host, port = parse_endpoint(item)
-                port = await self._bind_pair(host, port)
+                try:
+                    port = await self._bind_pair(host, port, reuse_port)
+                except OSError as e:
+                    # The address as configured goes with the error: the operator's
+                    # one line must say which listener could not be bound.
+                    raise OSError(e.errno, e.strerror, item) from None
         except BaseException:
             await self.close()
             raise
         return [f"{proto} {f'[{h}]' if ':' in h else h}:{p}" for proto, h, p in self.bound]
 
-    async def _bind_pair(self, host: str, port: int) -> int:
+    async def _bind_pair(self, host: str, port: int, reuse_port: bool) -> int:
         """UDP and TCP on the same port; port 0 picks one free for both (tests)."""
         tries = 5 if port == 0 else 1
         for attempt in range(tries):
-            udp = _socket(host, port, socket.SOCK_DGRAM)
+            udp = _socket(host, port, socket.SOCK_DGRAM, reuse_port)
             chosen: int = udp.getsockname()[1]
             try:
-                tcp = _socket(host, chosen, socket.SOCK_STREAM)
+                tcp = _socket(host, chosen, socket.SOCK_STREAM, reuse_port)
             except OSError as e:
                 udp.close()
                 if e.errno == errno.EADDRINUSE and attempt + 1 < tries:
@@ -357,12 +365,30 @@ class Frontend:
         self._tcp.clear()
 
 
-def _socket(host: str, port: int, kind: int) -> socket.socket:
+def check_addresses_free(listen: list[str]) -> None:
+    """Bind every listen address (UDP and TCP) without SO_REUSEPORT and let go again.
+
+    Worker 0 calls this before forking workers that bind with SO_REUSEPORT: an address
+    another process holds (another anchord, also one with SO_REUSEPORT) fails here with
+    EADDRINUSE, where the workers' own binds would have joined it. OSError carries the
+    address as given in its filename."""
+    for item in listen:
+        host, port = parse_endpoint(item)
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            try:
+                _socket(host, port, kind, reuse_port=False).close()
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, item) from None
+
+
+def _socket(host: str, port: int, kind: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
         sock.setblocking(False)
-        if hasattr(socket, "SO_REUSEPORT"):
+        # Only for several workers of one resolver: SO_REUSEPORT would also let an
+        # unrelated process (a second `anchord serve`) bind and take half the clients.
+        if reuse_port and hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -382,4 +408,4 @@ def _socket(host: str, port: int, kind: int) -> socket.socket:
     return sock
 
 
-__all__ = ["Frontend", "FrontendStats", "AccessControl", "Resolver"]
+__all__ = ["Frontend", "FrontendStats", "AccessControl", "Resolver", "check_addresses_free"]

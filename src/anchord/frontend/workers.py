@@ -356,8 +356,16 @@ def pin_ports(config: Config) -> None:
 def serve_workers(config: Config, factory: Callable[[Config], Any]) -> int:
     """Fork workers 1..N-1, then serve as worker 0 with the control plane; exit status."""
     from anchord.frontend import command
+    from anchord.frontend.server import check_addresses_free
 
     pin_ports(config)
+    # The workers bind with SO_REUSEPORT, which would also share the port with another
+    # process holding it: bind once without it first, so a second instance is refused.
+    try:
+        check_addresses_free(config.server.listen)
+    except OSError as e:
+        print(f"anchord: {command.listen_error(e)}", file=sys.stderr)
+        return 1
     fds: dict[int, int] = {}
     reports: dict[int, int] = {}
     for index in range(1, config.server.workers):
