@@ -162,3 +162,27 @@ def test_serve_logs_listeners_answers_and_stops_on_sigterm(tmp_path: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sighup_is_logged_and_serving_goes_on(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([*CLI, "-c", str(_config(tmp_path)), "--listen",
+                             f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        while "listening on tcp" not in proc.stderr.readline():
+            assert proc.poll() is None
+        proc.send_signal(signal.SIGHUP)
+        line = proc.stderr.readline()
+        assert line.startswith("anchord: SIGHUP: ") and "not supported" in line, line
+        assert proc.poll() is None
+        r = dns.query.udp(dns.message.make_query("example.", "A", use_edns=0), "127.0.0.1",
+                          port=port, timeout=10)
+        assert r.rcode() in (0, 2, 3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0 and "shutting down" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

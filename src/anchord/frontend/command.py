@@ -1,4 +1,5 @@
-"""`anchord serve`: load the config, build the resolver, listen until SIGINT/SIGTERM."""
+"""`anchord serve`: load the config, build the resolver, listen until SIGINT/SIGTERM.
+SIGHUP is logged and otherwise ignored (no reload)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def listen_error(e: OSError) -> str:
     return f"cannot listen{where}: {e.strerror or e}"
 
 
+def _sighup() -> None:
+    log.warning("SIGHUP: reloading the configuration is not supported; still serving "
+                "with the configuration read at start (restart anchord to apply changes)")
+
+
 async def run_server(config: Config, resolver: Resolver,
                      ready: Callable[[Frontend], None] | None = None,
                      stop: asyncio.Event | None = None) -> None:
@@ -62,19 +68,29 @@ async def run_server(config: Config, resolver: Resolver,
     loop = asyncio.get_running_loop()
     stop = stop if stop is not None else asyncio.Event()
     frontend = Frontend(resolver, config.server)
-    try:
-        described = await frontend.start()
-    except OSError as e:
-        raise _Fatal(listen_error(e), 1) from None
-    for line in described:
-        log.info("listening on %s", line)
+    # Handlers before the listeners: a signal that arrives once "listening on" is
+    # logged must already be handled (a SIGHUP would otherwise still end the process).
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+        (signal.SIGINT, stop.set), (signal.SIGTERM, stop.set),
+        # Operators (and logrotate scripts) send SIGHUP to Unbound/Knot to reload; its
+        # default action would end the resolver with no word. Reloading is not
+        # supported: say so and keep serving.
+        (signal.SIGHUP, _sighup)]
+    for sig, handler in handlers:
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (tests) or no signal support: `stop` still works
+    try:
+        described = await frontend.start()
+    except OSError as e:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        raise _Fatal(listen_error(e), 1) from None
+    for line in described:
+        log.info("listening on %s", line)
     start_background = getattr(resolver, "start_background", None)
     if callable(start_background):
         await _maybe_await(start_background(loop))
