@@ -44,12 +44,14 @@ class Client:
 
 
 def run_api(world: World, tmp_path: Path,
-            body: Callable[[Control, Client], Awaitable[None]]) -> None:
+            body: Callable[[Control, Client], Awaitable[None]],
+            state_file: Path | None = None) -> None:
     """Start the API on an ephemeral loopback port, run `body` against it, stop it."""
     world.config.control.listen = "127.0.0.1:0"
+    state = state_file if state_file is not None else tmp_path / "nta.json"
 
     async def main() -> None:
-        control = Control(world.config, world.resolver, FileTrustStore(tmp_path / "nta.json"))
+        control = Control(world.config, world.resolver, FileTrustStore(state))
         world.resolver.on_trust_change = control.persist
         control.attach(Frontend(world.resolver, world.config.server))
         url = await control.start_api(TOKEN)
@@ -296,5 +298,32 @@ def test_metrics_and_status_add_the_other_workers_snapshots(world: World,
         assert doc["cache"]["answers"] == own_cache + 11
         # The live counters of this worker are read, never written, by the sum.
         assert st.queries == 5 and st.edes[6] == 3
+
+    run_api(world, tmp_path, body)
+
+
+def test_nta_change_that_cannot_be_saved_is_not_a_success(world: World, tmp_path: Path) -> None:
+    unwritable = Path("/proc/anchord-nta.json")  # not writable, even for root
+
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de"})
+        assert status == 500 and doc["saved"] is False, doc
+        assert doc["error"] == ("NTA for bogus.de. is in force but NOT saved (cannot save NTAs "
+                                f"to {unwritable}: No such file or directory): it will not "
+                                "survive a restart")
+        assert [n.zone.to_text() for n in world.resolver.trust.ntas()] == ["bogus.de."]
+        status, doc = await api.call("DELETE", "/v1/nta/bogus.de")
+        assert status == 500 and doc["saved"] is False and "NOT saved" in doc["error"]
+        assert world.resolver.trust.ntas() == []
+
+    run_api(world, tmp_path, body, state_file=unwritable)
+
+
+def test_saved_nta_change_says_so(world: World, tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de"})
+        assert status == 201 and doc["saved"] is True and "error" not in doc
+        status, doc = await api.call("DELETE", "/v1/nta/bogus.de")
+        assert status == 200 and doc["saved"] is True
 
     run_api(world, tmp_path, body)

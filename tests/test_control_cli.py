@@ -72,10 +72,11 @@ def anchord(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
 class Serve:
     """`anchord serve -c resolver.toml` as a child process, stderr in a file."""
 
-    def __init__(self, tb: Testbed) -> None:
+    def __init__(self, tb: Testbed, config: Path | None = None) -> None:
         self.log = tb.directory / f"serve-{time.monotonic_ns()}.log"
+        config = config if config is not None else tb.resolver_toml
         with open(self.log, "w") as err:
-            self.proc = subprocess.Popen([*ANCHORD, "serve", "-c", str(tb.resolver_toml)],
+            self.proc = subprocess.Popen([*ANCHORD, "serve", "-c", str(config)],
                                          stderr=err, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while "listening on tcp" not in self.log.read_text():
@@ -196,3 +197,21 @@ def test_corrupt_state_file_starts_with_a_loud_line(testbed: Testbed) -> None:
     assert len(kept) == 1 and str(kept[0]) in lines[0]
     assert json.loads(state.read_text())["ntas"] == []
     os.unlink(kept[0])
+
+
+def test_nta_not_saved_is_exit_1_and_says_so(testbed: Testbed) -> None:
+    cfg = testbed.directory / "unsaved.toml"
+    cfg.write_text(testbed.resolver_toml.read_text().replace(
+        'state_file = "nta.json"', 'state_file = "/proc/anchord-nta.json"'))
+    serve = Serve(testbed, cfg)
+    try:
+        r = anchord("nta", "add", "bogus.de", config=cfg)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert r.stdout == ""
+        assert r.stderr.strip() == (
+            "anchord: NTA for bogus.de. is in force but NOT saved (cannot save NTAs to "
+            "/proc/anchord-nta.json: No such file or directory): it will not survive a "
+            "restart")
+        assert 33 in edes(ask(testbed, BOGUS))  # in force all the same
+    finally:
+        serve.stop()

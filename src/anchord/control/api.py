@@ -15,6 +15,9 @@ or node agent scrapes it; it only reads counters). On any other address it needs
 like the rest: Prometheus sends it with `authorization: {credentials_file: ...}`.
 
 Errors are JSON, {"error": "one line"}, with 400 (bad request), 401 (token), 404.
+An NTA change answers `"saved": true` once the trust store has it; if the store cannot be
+written, the change is in force all the same but the answer is 500 with `"saved": false`
+and an "error" line saying it will not survive a restart (the CLI exits 1 on it).
 The API runs on the resolver's own event loop, so handlers call the driver directly:
 no locks, and an NTA is in force for the next query once the response is sent.
 """
@@ -55,6 +58,9 @@ log = logging.getLogger("anchord.control")
 
 _MAX_BODY = 64 * 1024  # control requests are tiny; refuse anything larger
 _OPEN_ON_LOOPBACK = ("/metrics", *dashboard.PATHS)  # read-only: no token on loopback
+# An NTA change that is in force but could not be written to the trust store: the
+# request half failed (it will not survive a restart), so not a 2xx.
+_NOT_SAVED = 500
 
 
 class ControlError(Exception):
@@ -152,7 +158,9 @@ class Control:
             self.store.save(ntas)
             self.save_error = ""
         except OSError as e:
-            self.save_error = f"cannot save NTAs to the trust store: {e}"
+            # The store's own path, not e.filename: that is the temporary file.
+            where = getattr(self.store, "path", None) or "the trust store"
+            self.save_error = f"cannot save NTAs to {where}: {e.strerror or e}"
             log.error("%s", self.save_error)
 
     def attach(self, frontend: Any) -> None:
@@ -285,11 +293,16 @@ class Control:
         if not isinstance(reason, str) or not isinstance(recheck, bool):
             raise ApiError(400, "'reason' must be a string and 'recheck' true or false")
         replaced = any(n.zone == zone for n in self.driver.trust.ntas())
-        nta = self.driver.add_nta(zone, lifetime, reason, recheck)
+        nta = self.driver.add_nta(zone, lifetime, reason, recheck)  # persist() runs inside
         view = nta_view(nta, self._now())
         view["replaced"] = replaced
+        view["saved"] = not self.save_error
         if self.save_error:
-            view["warning"] = f"in force, but not saved: {self.save_error}"
+            # The NTA stays in force (answering), but the promise "written before the
+            # API answers" is broken: a failure status, so no script mistakes it for done.
+            view["error"] = (f"NTA for {zone} is in force but NOT saved ({self.save_error}): "
+                             "it will not survive a restart")
+            return _json(view, status=_NOT_SAVED)
         return _json(view, status=201)
 
     async def _remove_nta(self, request: web.Request) -> web.Response:
@@ -300,7 +313,13 @@ class Control:
         removed = self.driver.remove_nta(zone, why="operator, through the control API")
         if removed is None:
             raise ApiError(404, f"no NTA for {zone}")
-        return _json({"removed": nta_view(removed, self._now())})
+        doc: dict[str, Any] = {"removed": nta_view(removed, self._now()),
+                               "saved": not self.save_error}
+        if self.save_error:
+            doc["error"] = (f"NTA for {zone} is removed but the removal is NOT saved "
+                            f"({self.save_error}): it will be back after a restart")
+            return _json(doc, status=_NOT_SAVED)
+        return _json(doc)
 
     async def _flush(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -146,8 +146,6 @@ def nta_add(zone: str, lifetime: str | None, reason: str, no_recheck: bool,
     verb = "replaced" if doc.get("replaced") else "added"
     click.echo(f"NTA {verb} for {doc['zone']} until {_when(doc['expires_at'])} "
                f"({_duration(doc['expires_in'])})")
-    if doc.get("warning"):
-        click.echo(f"anchord: warning: {doc['warning']}", err=True)
 
 
 @nta.command("remove")
