@@ -21,6 +21,7 @@ import dns.rrset
 import pytest
 
 from anchord.testbed.command import Testbed, TestbedError
+from anchord.testbed.faults import FaultState, _handle_line
 from anchord.testbed.zones import TestbedSpec
 from tests.requirements import require_tools
 
@@ -134,6 +135,19 @@ def test_nsec3_rollover_breaks_only_the_nsec3_signatures(testbed: Testbed) -> No
 def test_fault_on_unknown_zone_is_a_one_line_error(testbed: Testbed) -> None:
     out = fault(testbed, "nosuch.de", "servfail")
     assert out.returncode == 1 and "not a zone" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("zone", ["", "  "])
+def test_empty_zone_is_refused_not_taken_as_the_root(testbed: Testbed, zone: str) -> None:
+    out = fault(testbed, zone, "servfail")
+    assert out.returncode == 1 and "empty zone name" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert testbed.faults is not None and testbed.faults.active() == {}
+    # The control socket itself refuses it too (other clients than the CLI).
+    state = FaultState(testbed.spec, testbed.now)  # not the shared testbed's
+    reply = _handle_line(b'{"zone": "", "kind": "servfail"}', state, lambda z: True)
+    assert reply["ok"] is False and "empty zone name" in str(reply["error"])
+    assert state.active() == {}
 
 
 def test_fault_without_running_testbed(tmp_path: Path) -> None:

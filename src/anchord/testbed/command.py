@@ -22,11 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import click
+import dns.exception
 import dns.name
 
 from anchord.control.config import load_config
 from anchord.testbed.authserver import Authority, AuthServer
-from anchord.testbed.faults import SOCKET_NAME, FaultKind, FaultState, send_fault, serve_control
+from anchord.testbed.faults import (
+    SOCKET_NAME,
+    FaultKind,
+    FaultState,
+    parse_fault_zone,
+    send_fault,
+    serve_control,
+)
 from anchord.testbed.zones import (
     Addresses,
     Hierarchy,
@@ -360,6 +368,11 @@ async def _serve(tb: Testbed) -> None:
 @click.argument("kind", type=click.Choice([k.value for k in FaultKind]))
 def fault(directory: Path, zone: str, kind: str) -> None:
     """Apply a fault to ZONE on the testbed running in DIR."""
+    try:
+        parse_fault_zone(zone)
+    except (ValueError, dns.exception.DNSException) as e:
+        click.echo(f"anchord testbed fault: zone {zone!r}: {e}", err=True)
+        sys.exit(1)
     reply = send_fault(directory, zone, kind)
     if not reply.get("ok"):
         click.echo(f"anchord testbed fault: {reply.get('error')}", err=True)

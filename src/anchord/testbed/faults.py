@@ -125,12 +125,20 @@ async def serve_control(
     return await asyncio.start_unix_server(handle, path=str(path))
 
 
+def parse_fault_zone(text: str) -> dns.name.Name:
+    """A zone name for a fault; ValueError for an empty one, which dnspython reads as
+    the root: `fault --dir tb "" repair` (an unset shell variable) must not act on '.'."""
+    if not text.strip():
+        raise ValueError("an empty zone name is not a zone (write '.' for the root)")
+    return dns.name.from_text(text.strip())
+
+
 def _handle_line(
     line: bytes, faults: FaultState, known_zone: Callable[[dns.name.Name], bool]
 ) -> dict[str, object]:
     try:
         request = json.loads(line)
-        zone = dns.name.from_text(str(request["zone"]))
+        zone = parse_fault_zone(str(request["zone"]))
         kind = FaultKind(str(request.get("kind", "")))
     except (ValueError, KeyError, TypeError, dns.exception.DNSException) as e:
         return {"ok": False, "error": f"bad request: {e}"}
