@@ -45,13 +45,15 @@ class Client:
 
 def run_api(world: World, tmp_path: Path,
             body: Callable[[Control, Client], Awaitable[None]],
-            state_file: Path | None = None) -> None:
+            state_file: Path | None = None, read_timeout: float | None = None) -> None:
     """Start the API on an ephemeral loopback port, run `body` against it, stop it."""
     world.config.control.listen = "127.0.0.1:0"
     state = state_file if state_file is not None else tmp_path / "nta.json"
 
     async def main() -> None:
         control = Control(world.config, world.resolver, FileTrustStore(state))
+        if read_timeout is not None:
+            control.read_timeout = read_timeout
         world.resolver.on_trust_change = control.persist
         control.attach(Frontend(world.resolver, world.config.server))
         url = await control.start_api(TOKEN)
@@ -122,6 +124,17 @@ def test_nta_lifecycle_changes_answers_and_state_file(world: World, tmp_path: Pa
     ({"zone": "."}, "root"),
     ({"zone": "de", "recheck": "yes"}, "'recheck'"),
     (["de"], "JSON object"),
+    ({"zone": "c2.de", "extra": 1},
+     "unknown key 'extra' in the request body (known: lifetime, reason, recheck, zone)"),
+    ({"zone": "de", "lifetime": 0.5}, "at least 1 second"),
+    ({"zone": "de", "lifetime": 1e308}, "far too long"),
+    ({"zone": "de", "lifetime": "1m1m"}, "repeats a unit"),
+    ({"zone": "de", "lifetime": "-5"}, "must be positive"),
+    ({"zone": "de", "lifetime": "\u0661\u0662\u0660"}, "ASCII digits"),
+    ({"zone": "*.de"}, "wildcard label"),
+    ({"zone": "a.*.de"}, "wildcard label"),
+    ({"zone": "bad\x00.de"}, "non-printable character U+0000"),
+    ({"zone": "bad\x07.de"}, "non-printable character U+0007"),
 ])
 def test_bad_nta_requests_are_400(world: World, tmp_path: Path, request_body: Any,
                                   words: str) -> None:
@@ -131,6 +144,69 @@ def test_bad_nta_requests_are_400(world: World, tmp_path: Path, request_body: An
         assert world.resolver.trust.ntas() == []
 
     run_api(world, tmp_path, body)
+
+
+@pytest.mark.parametrize("raw,words", [
+    (b'{"zone": "de", "lifetime": NaN}', "not a finite number"),
+    (b'{"zone": "de", "lifetime": Infinity}', "not a finite number"),
+])
+def test_nan_and_infinity_lifetimes_are_400(world: World, tmp_path: Path, raw: bytes,
+                                            words: str) -> None:
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("POST", "/v1/nta", raw=raw)
+        assert status == 400 and words in doc["error"] and len(doc["error"]) < 160, doc
+
+    run_api(world, tmp_path, body)
+
+
+def test_flush_body_takes_only_zone(world: World, tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("POST", "/v1/cache/flush", {"zone": "de", "all": True})
+        assert status == 400 and doc["error"] == ("unknown key 'all' in the request body "
+                                                  "(known: zone)")
+
+    run_api(world, tmp_path, body)
+
+
+def test_too_large_body_names_the_limit(world: World, tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        big = json.dumps({"zone": "de", "reason": "x" * 70000}).encode()
+        status, doc = await api.call("POST", "/v1/nta", raw=big)
+        assert status == 413 and doc["error"] == ("the request body is larger than the "
+                                                  "limit of 65536 bytes")
+
+    run_api(world, tmp_path, body)
+
+
+def test_401_does_not_reveal_the_token_path(world: World, tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("GET", "/v1/status", token=None)
+        assert status == 401 and "control.token_file" in doc["error"]
+        assert world.config.control.token_file not in doc["error"]
+        assert "/" not in doc["error"]
+
+    run_api(world, tmp_path, body)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/nta HTTP/1.1\r\nHost: x\r\n",  # headers never finished
+    b"POST /v1/nta HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+    b"\r\nContent-Length: 100\r\n\r\n{\"zone\"",  # body never finished
+])
+def test_half_sent_request_is_closed_after_the_read_timeout(world: World, tmp_path: Path,
+                                                            request_bytes: bytes) -> None:
+    async def body(control: Control, api: Client) -> None:
+        assert control.address is not None
+        reader, writer = await asyncio.open_connection(*control.address)
+        writer.write(request_bytes)
+        await writer.drain()
+        start = asyncio.get_running_loop().time()
+        # The server closes it (after a 408 for the body case): EOF well before 10 s.
+        await asyncio.wait_for(reader.read(), 5)
+        assert asyncio.get_running_loop().time() - start < 5
+        writer.close()
+
+    run_api(world, tmp_path, body, read_timeout=0.5)
 
 
 def test_defaults_and_maximum_lifetime(world: World, tmp_path: Path) -> None:

@@ -166,6 +166,29 @@ def test_bad_lifetimes_are_refused(text: object) -> None:
         parse_lifetime(text)
 
 
+@pytest.mark.parametrize("text,words", [
+    ("1m1m", "repeats a unit"),
+    ("1h1h", "repeats a unit"),
+    ("30m1h", "largest to the smallest"),
+    ("\u0661\u0662\u0660", "ASCII digits"),  # Arabic-Indic 120
+    ("\uff11\uff12\uff10", "ASCII digits"),  # full-width 120
+    ("1\u0660m", "ASCII digits"),
+    ("-5", "must be positive"),
+    ("-1h", "must be positive"),
+    (-5, "must be positive"),
+    (0.5, "at least 1 second"),
+    (float("nan"), "not a finite number"),
+    (float("inf"), "not a finite number"),
+    (1e308, "far too long"),
+    ("9" * 300, "not understood"),
+    ("99999999999s", "far too long"),
+])
+def test_bad_lifetimes_say_why_in_short(text: object, words: str) -> None:
+    with pytest.raises(ValueError) as e:
+        parse_lifetime(text)
+    assert words in str(e.value) and len(str(e.value)) < 160, str(e.value)
+
+
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (0, 59, 3600, 5400, 604800, 90061)] == \
         ["0s", "59s", "1h", "1h30m", "7d", "1d1h1m1s"]

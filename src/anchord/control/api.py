@@ -24,6 +24,7 @@ no locks, and an NTA is in force for the next query once the response is sent.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hmac
 import ipaddress
@@ -50,6 +51,7 @@ from anchord.control.ntastore import (
     format_duration,
     nta_to_json,
     parse_lifetime,
+    short_repr,
 )
 from anchord.core.trustmap import NegativeAnchor
 from anchord.engine.driver import Driver
@@ -58,6 +60,13 @@ log = logging.getLogger("anchord.control")
 
 _MAX_BODY = 64 * 1024  # control requests are tiny; refuse anything larger
 _OPEN_ON_LOOPBACK = ("/metrics", *dashboard.PATHS)  # read-only: no token on loopback
+# Seconds a client may take to send a whole request. aiohttp arms keepalive_timeout when
+# a connection opens, so it also closes a connection whose request headers never finish;
+# the body is read under the same bound in _body.
+READ_TIMEOUT = 10.0
+# The keys each POST takes: anything else is a typo the client should hear about.
+_NTA_KEYS = ("zone", "lifetime", "reason", "recheck")
+_FLUSH_KEYS = ("zone",)
 # An NTA change that is in force but could not be written to the trust store: the
 # request half failed (it will not survive a restart), so not a 2xx.
 _NOT_SAVED = 500
@@ -78,14 +87,26 @@ class ApiError(Exception):
 def parse_zone(value: Any) -> dns.name.Name:
     """A zone name from a request; ValueError with a readable sentence if it is not one."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"zone {value!r} is not a domain name")
+        raise ValueError(f"zone {short_repr(value)} is not a domain name")
     text = value.strip()
     if any(c.isspace() for c in text):
-        raise ValueError(f"zone {value!r} is not a domain name (it contains white space)")
+        raise ValueError(f"zone {short_repr(value)} is not a domain name (it contains white space)")
+    # dnspython takes control characters and NUL (as \000 in the name); no operator
+    # means one, and they would end up in logs and the state file.
+    bad = next((c for c in text if not c.isprintable()), None)
+    if bad is not None:
+        raise ValueError(f"zone {short_repr(value)} is not a domain name (it contains the "
+                         f"non-printable character U+{ord(bad):04X})")
     try:
-        return dns.name.from_text(text)
+        name = dns.name.from_text(text)
     except dns.exception.DNSException as e:
-        raise ValueError(f"zone {value!r} is not a domain name: {e}") from None
+        raise ValueError(f"zone {short_repr(value)} is not a domain name: {e}") from None
+    if b"*" in name.labels:
+        # An NTA or a flush covers a zone and all below it; '*' would be taken as the
+        # literal label, never as "every name": refuse rather than do nothing useful.
+        raise ValueError(f"zone {short_repr(value)} has a wildcard label '*': give the zone "
+                         "itself (an NTA or flush already covers every name below it)")
+    return name
 
 
 def iso(t: float | None) -> str | None:
@@ -149,6 +170,7 @@ class Control:
         self._metrics_open = False
         self._runner: web.AppRunner | None = None
         self._started = time.monotonic()
+        self.read_timeout = READ_TIMEOUT
 
     # -- trust store -------------------------------------------------------------------
     def persist(self, ntas: list[NegativeAnchor]) -> None:
@@ -185,7 +207,9 @@ class Control:
         host, port = parse_endpoint(self.config.control.listen, 8953)
         self._token = token
         self._metrics_open = ipaddress.ip_address(host).is_loopback
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                               keepalive_timeout=self.read_timeout,
+                               lingering_time=self.read_timeout)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -213,30 +237,49 @@ class Control:
                 self._check_token(request)
             return await handler(request)
         except ApiError as e:
-            return _error(e.status, str(e))
+            resp = _error(e.status, str(e))
+            if e.status == 408:
+                # No keep-alive after a body that never came: answer, then close (after
+                # aiohttp's lingering_time, which start_api bounds by the read timeout).
+                resp.force_close()
+            return resp
         except web.HTTPException as e:  # aiohttp's own 404/405/413: keep the JSON shape
             what = f"{request.method} {request.path}"
             text = {404: f"no such endpoint: {what}",
-                    405: f"method not allowed: {what}"}.get(e.status, e.reason)
+                    405: f"method not allowed: {what}",
+                    413: f"the request body is larger than the limit of {_MAX_BODY} bytes",
+                    }.get(e.status, e.reason)
             return _error(e.status, text)
 
     def _check_token(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise ApiError(401, "missing token: send 'Authorization: Bearer <token>' "
-                                f"(the token is in "
-                                f"{self.config.path(self.config.control.token_file)})")
+            # Not the token file's path: the client is not authenticated yet (the CLI,
+            # which read the config, names the file itself).
+            raise ApiError(401, "missing token: send 'Authorization: Bearer <token>' with "
+                                "the token from the resolver's control.token_file")
         if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
             raise ApiError(401, "wrong token")
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
+    async def _body(self, request: web.Request, known: tuple[str, ...]) -> dict[str, Any]:
         try:
-            body = await request.json(loads=json.loads)
+            # A client that stops half-way through its body must not hold the
+            # connection (and a handler) for ever.
+            raw = await asyncio.wait_for(request.read(), self.read_timeout)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within "
+                                f"{self.read_timeout:g} s") from None
+        try:
+            body = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiError(400, "the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
+        unknown = sorted(k for k in body if k not in known)
+        if unknown:
+            raise ApiError(400, f"unknown key {short_repr(unknown[0])} in the request body "
+                                f"(known: {', '.join(sorted(known))})")
         return body
 
     def _now(self) -> float:
@@ -273,7 +316,7 @@ class Control:
         return _json({"ntas": [nta_view(n, now) for n in self.driver.trust.ntas()]})
 
     async def _add_nta(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, _NTA_KEYS)
         cfg = self.config.nta
         try:
             zone = parse_zone(body.get("zone"))
@@ -322,7 +365,7 @@ class Control:
         return _json(doc)
 
     async def _flush(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, _FLUSH_KEYS)
         try:
             zone = parse_zone(body.get("zone"))
         except ValueError as e:

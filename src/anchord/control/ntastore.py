@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -40,31 +41,70 @@ from anchord.core.trustmap import NegativeAnchor
 log = logging.getLogger("anchord.control")
 
 FORMAT_VERSION = 1
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(?:\d+[smhdw])+")
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+# ASCII digits only ([0-9], not \d: that also takes "١٢٠"); each unit at most once,
+# largest first, as operators write them (1h30m), so "1m1m" is not quietly 2 minutes.
+_DURATION = re.compile(r"(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?"
+                       r"(?:([0-9]+)s)?")
+# Longer than any NTA may last (nta.max_lifetime is at most a week): refused here, before
+# a number like 1e308 turns into a 300-digit message or int().
+_MAX_LIFETIME = 10 * 365 * 86400
+_MAX_TEXT = 32  # characters of a duration; more is not a duration
+_HINT = "give seconds or a duration such as 90m, 1h, 1h30m, 2d"
+
+
+def short_repr(value: Any) -> str:
+    """The value as a message quotes it: short, whatever was sent."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # -- lifetimes as operators write them --------------------------------------------------
 
 def parse_lifetime(value: Any) -> int:
-    """'1h', '90m', '1h30m', '2d', '3600' or 3600 -> seconds; ValueError if not a duration."""
-    if isinstance(value, bool):
-        raise ValueError(f"lifetime {value!r} is not a duration")
+    """'1h', '90m', '1h30m', '2d', '3600' or 3600 -> seconds; ValueError with a short
+    sentence if it is not a duration of at least one second."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"lifetime {short_repr(value)} is not a duration: {_HINT}")
     if isinstance(value, (int, float)):
-        seconds = int(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        if text.isdigit():
-            seconds = int(text)
-        elif _DURATION.fullmatch(text):
-            seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
-        else:
-            raise ValueError(f"lifetime {value!r} is not understood: give seconds or a "
-                             "duration such as 90m, 1h, 1h30m, 2d")
+        # Checked as a number first: int() of NaN, inf or 1e308 fails or explodes.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"lifetime {short_repr(value)} is not a finite number of seconds")
+        if value <= 0:
+            raise ValueError(f"lifetime {short_repr(value)} must be positive")
+        if value < 1:
+            raise ValueError(f"lifetime {short_repr(value)} is too short: it must be at least "
+                             "1 second")
+        if value > _MAX_LIFETIME:
+            raise ValueError(f"lifetime {short_repr(value)} is far too long (nta.max_lifetime "
+                             "is at most 7d)")
+        return int(value)
+    text = value.strip().lower()
+    if len(text) > _MAX_TEXT:
+        raise ValueError(f"lifetime {short_repr(value)} is not understood: {_HINT}")
+    negative = text.startswith("-")
+    body = text[1:].strip() if negative else text
+    if body.isascii() and body.isdigit():
+        seconds = int(body)
     else:
-        raise ValueError(f"lifetime {value!r} is not a duration")
-    if seconds <= 0:
-        raise ValueError(f"lifetime {value!r} must be positive")
+        match = _DURATION.fullmatch(body) if body else None
+        if match is None or not any(match.groups()):
+            units = re.findall(r"[wdhms]", body)
+            if body.isascii() and len(units) != len(set(units)):
+                raise ValueError(f"lifetime {short_repr(value)} repeats a unit: write each of "
+                                 "w, d, h, m, s at most once (1h30m)")
+            if body.isascii() and re.fullmatch(r"(?:[0-9]+[wdhms])+", body):
+                raise ValueError(f"lifetime {short_repr(value)}: write the units from the "
+                                 "largest to the smallest (1h30m, not 30m1h)")
+            digits = "" if body.isascii() else " (in ASCII digits)"
+            raise ValueError(f"lifetime {short_repr(value)} is not understood: {_HINT}{digits}")
+        seconds = sum(int(n) * size for n, size in zip(match.groups(), _UNITS.values(),
+                                                       strict=True) if n)
+    if negative or seconds <= 0:
+        raise ValueError(f"lifetime {short_repr(value)} must be positive")
+    if seconds > _MAX_LIFETIME:
+        raise ValueError(f"lifetime {short_repr(value)} is far too long (nta.max_lifetime is at "
+                         "most 7d)")
     return seconds
 
 
@@ -284,6 +324,6 @@ class FileTrustStore:
         write_atomically(self.path, encode(ntas))
 
 
-__all__ = ["parse_lifetime", "format_duration", "TrustStore", "FileTrustStore",
+__all__ = ["parse_lifetime", "short_repr", "format_duration", "TrustStore", "FileTrustStore",
            "StateFileError", "write_atomically", "nta_to_json", "nta_from_json", "encode",
            "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped"]
