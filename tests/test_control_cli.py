@@ -215,3 +215,23 @@ def test_nta_not_saved_is_exit_1_and_says_so(testbed: Testbed) -> None:
         assert 33 in edes(ask(testbed, BOGUS))  # in force all the same
     finally:
         serve.stop()
+
+
+@pytest.mark.parametrize("args,words", [
+    (("*.de",), "wildcard label"),
+    (("bad\x07.de",), "non-printable character U+0007"),
+    (("de", "--lifetime", "1m1m"), "repeats a unit"),
+    (("de", "--lifetime", "-5"), "must be positive"),
+    (("de", "--lifetime", "\u0661\u0662\u0660"), "ASCII digits"),
+])
+def test_nta_add_refuses_bad_input_in_one_line(testbed: Testbed, args: tuple[str, ...],
+                                               words: str) -> None:
+    serve = Serve(testbed)
+    try:
+        r = anchord("nta", "add", *args, config=testbed.resolver_toml)
+        assert r.returncode == 1 and r.stdout == "", r.stdout
+        assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert anchord("nta", "list", config=testbed.resolver_toml).stdout.strip() == \
+            "no negative trust anchors"
+    finally:
+        serve.stop()
