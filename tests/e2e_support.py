@@ -30,6 +30,10 @@ import dns.message
 import dns.query
 import dns.rcode
 
+# One writer of delv anchor files, the testbed's own (DIR/delv-anchor.conf); re-exported
+# for the tests that build one for another signer.
+from anchord.testbed.anchors import delv_anchor_file as delv_anchor_file
+
 ANCHORD = [sys.executable, "-c", "from anchord.cli import main; main()"]
 LOOPBACK = "127.0.0.1"
 
@@ -396,18 +400,6 @@ def kdig(port: int, name: str, rdtype: str = "A", *opts: str,
     out = _run(["kdig", "+dnssec", "+time=5", "+retry=0", "-p", str(port), f"@{server}",
                 *opts, name, rdtype])
     return parse_dig(out)
-
-
-def delv_anchor_file(trust_anchor: str, path: Path) -> Path:
-    """'. IN DS tag alg dt hex' -> a delv/BIND trust-anchors file with a static-ds."""
-    parts = trust_anchor.split()
-    i = parts.index("DS")
-    owner = parts[0]
-    tag, alg, digest_type = parts[i + 1:i + 4]
-    digest = "".join(parts[i + 4:])
-    path.write_text(
-        f'trust-anchors {{\n  "{owner}" static-ds {tag} {alg} {digest_type} "{digest}";\n}};\n')
-    return path
 
 
 def delv(port: int, anchor_file: Path, name: str, rdtype: str = "A",

@@ -232,6 +232,10 @@ def test_files_written_and_resolver_config_loads(testbed: Testbed) -> None:
     assert "www.c0.de." in names and "www.c19.de." in names
     anchor = (d / "trust-anchor.txt").read_text().strip()
     assert anchor.startswith(". IN DS ")
+    tag, alg, digest_type, digest = anchor.split()[3:7]
+    assert (d / "delv-anchor.conf").read_text() == (
+        f'trust-anchors {{\n  "." static-ds {tag} {alg} {digest_type} "{digest}";\n}};\n')
+    assert testbed.info["delv_anchor"] == "delv-anchor.conf"
     cfg = load_config(d / "resolver.toml")
     assert cfg.upstream.port == testbed.port and cfg.dnssec.trust_anchors == [anchor]
     info = testbed.info

@@ -26,6 +26,7 @@ import dns.exception
 import dns.name
 
 from anchord.control.config import load_config
+from anchord.testbed.anchors import DELV_ANCHOR_FILE, delv_anchor_file
 from anchord.testbed.authserver import Authority, AuthServer
 from anchord.testbed.faults import (
     SOCKET_NAME,
@@ -188,6 +189,9 @@ class Testbed:
             for name in h.existing_names():
                 f.write(name + "\n")
         (d / "trust-anchor.txt").write_text(h.trust_anchor + "\n")
+        # delv cannot read the DS line above: the same anchor in BIND syntax for
+        # `delv -a DIR/delv-anchor.conf` (README, "Using it").
+        delv_anchor_file(h.trust_anchor, d / DELV_ANCHOR_FILE)
         hints = {name: [addr] for name, addr in root_ns(self.spec)}
         hosting = h.hosting()
         a = self.spec.addresses
@@ -216,6 +220,7 @@ class Testbed:
             "signed_at": h.now,
             "control_socket": SOCKET_NAME,
             "resolver_config": "resolver.toml",
+            "delv_anchor": DELV_ANCHOR_FILE,
             "resolver_listen": f"127.0.0.1:{self.resolver_port}",
         }
         (d / "testbed.json").write_text(json.dumps(info, indent=1) + "\n")
