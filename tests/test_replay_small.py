@@ -41,7 +41,7 @@ def free_port_base() -> int:
         except ReplayError:
             continue
         return base
-    pytest.skip("no free ports for the replay")
+    pytest.fail("no free ports for the replay in 50 tries")
 
 
 def replay(tmp: Path, port_base: int | None = None, **changes: Any) -> dict[str, Any]:
