@@ -317,20 +317,19 @@ class Resolver:
         if part is None:
             za = carried or await self._known_cut_answer(q, work) \
                 or await self.iterator.query(q, work)
+            if za is carried and za.kind not in (Kind.BOGUS_CUT, Kind.FAILURE):
+                part = await self.judge.validate(za, work, budget)
+                if part.verdict.security is Security.BOGUS:
+                    # Data a server added beside a hop that does not validate: ask for
+                    # the target itself rather than blame the server for its extras.
+                    za = await self._known_cut_answer(q, work) \
+                        or await self.iterator.query(q, work)
+                    part = None
             if za.kind is Kind.BOGUS_CUT:
                 return Outcome.servfail(q, *za.edes, security=Security.BOGUS)
             if za.kind is Kind.FAILURE:
                 return Outcome.servfail(q, *za.edes)
-            part = await self.judge.validate(za, work, budget)
-            if za is carried and part.verdict.security is Security.BOGUS:
-                # Data a server added beside a hop that does not validate: ask for the
-                # target itself rather than blame the server for its extras.
-                za = await self._known_cut_answer(q, work) \
-                    or await self.iterator.query(q, work)
-                if za.kind is Kind.BOGUS_CUT:
-                    return Outcome.servfail(q, *za.edes, security=Security.BOGUS)
-                if za.kind is Kind.FAILURE:
-                    return Outcome.servfail(q, *za.edes)
+            if part is None:
                 part = await self.judge.validate(za, work, budget)
             for _ in range(self.config.dnssec.bogus_retries):
                 if part.verdict.security is not Security.BOGUS or za.server is None:

@@ -101,6 +101,17 @@ def apply_message(driver: Any, line: bytes) -> None:
 
 # -- worker 0's side ---------------------------------------------------------------------------
 
+
+def _read_chunk(fd: int) -> bytes | None:
+    """What a non-blocking pipe holds: None if nothing yet, b"" once the other end is
+    gone (closed, or an error reading it: the peer is treated as gone either way)."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
 class Hub:
     """Worker 0's pipes to the other workers; writes never block the event loop."""
 
@@ -129,12 +140,9 @@ class Hub:
         return list(self.peer_stats.values())
 
     def _report_readable(self, pid: int, fd: int, buffer: bytearray) -> None:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
+        chunk = _read_chunk(fd)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:  # the worker is gone: its counts stay, its cache went with it
             self._close_report(pid, fd)
             if pid in self.peer_stats:
@@ -265,12 +273,9 @@ def follow(driver: Any, fd: int, stop: asyncio.Event) -> None:
     buffer = bytearray()
 
     def readable() -> None:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
+        chunk = _read_chunk(fd)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:
             loop.remove_reader(fd)
             log.info("worker 0 is gone: stopping")

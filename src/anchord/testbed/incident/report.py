@@ -7,7 +7,7 @@ import datetime
 import html
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,19 @@ CHARTS = (
     ("5-ede.png", "EDE codes in responses per minute"),
     ("6-control-rcodes.png", "Control group (hK.hoster.com): response codes"),
 )
+
+
+def _saver(out: Path, made: list[tuple[str, str]]) -> Callable[[Any, str, str], None]:
+    """save(fig, name, title): write a chart as a PNG in `out` and list it in `made`."""
+
+    def save(fig: Any, name: str, title: str) -> None:
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=90)
+        _plt().close(fig)
+        made.append((name, title))
+
+    return save
 
 
 def _plt() -> Any:
@@ -122,14 +135,8 @@ def charts(out: Path, events: list[Event], upstream: list[Upstream],
     plt = _plt()
     marks = _marks(summary, tl)
     xs = _xs(tl)
-    made = []
-
-    def save(fig: Any, name: str, title: str) -> None:
-        fig.autofmt_xdate()
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
-        made.append((name, title))
+    made: list[tuple[str, str]] = []
+    save = _saver(out, made)
 
     for (name, title), group, stale_counts in (
             (CHARTS[0], "de", True), (CHARTS[1], "de", False), (CHARTS[5], "control", True)):
@@ -265,15 +272,10 @@ def write_compare_report(out: Path, results: dict[str, dict[str, Any]],
     n = _nbins(tl)
     data = {v: (list(read_events(out / v / "events.csv")),
                 read_upstream_sim(out / v / "upstream.csv")) for v in results}
-    made = []
+    made: list[tuple[str, str]] = []
     base_marks = _marks(results.get("default", next(iter(results.values()))), tl)
 
-    def save(fig: Any, name: str, title: str) -> None:
-        fig.autofmt_xdate()
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
-        made.append((name, title))
+    save = _saver(out, made)
 
     def line(ax: Any, ys: Sequence[float | None], label: str, **style: Any) -> None:
         ax.plot(xs[:len(ys)], [float("nan") if y is None else y for y in ys], label=label,
