@@ -192,3 +192,29 @@ def test_ede_33_negative_trust_anchor_renders_though_dnspython_does_not_name_it(
     r = render(query(do=True), o)
     got = [(int(e.code), e.text) for e in r.options if isinstance(e, dns.edns.EDEOption)]
     assert got == [(33, "NTA for de.")] and not r.flags & dns.flags.AD
+
+
+@pytest.mark.parametrize("size", [512, 700, 1232])
+@pytest.mark.parametrize("text_len", [0, 100, 460, 1200, 60_000])
+def test_rfc6891_reply_never_exceeds_the_client_limit_whatever_the_ede_text(
+        size: int, text_len: int) -> None:
+    """A long EDE text (an NTA's reason, a long name in a bogus reason) must not make the
+    reply larger than the client's buffer, nor make rendering fail (no reply at all)."""
+    edes = (Ede(EdeCode.NEGATIVE_TRUST_ANCHOR, "r" * text_len),
+            Ede(EdeCode.CACHED_ERROR, "c" * text_len))
+    for o in (outcome(Security.INSECURE, edes=edes),
+              Outcome.servfail(outcome().question, *edes)):
+        wire = render_outcome(query(size=size, do=True), o)
+        assert len(wire) <= size
+        r = dns.message.from_wire(wire)
+        codes = [opt.code for opt in r.options if isinstance(opt, dns.edns.EDEOption)]
+        assert codes == [EdeCode.NEGATIVE_TRUST_ANCHOR, EdeCode.CACHED_ERROR]
+
+
+def test_long_nta_reason_shortens_the_ede_text_not_the_answer() -> None:
+    reason = "DENIC rollover " + "x" * 1500
+    o = outcome(Security.INSECURE, edes=(Ede(EdeCode.NEGATIVE_TRUST_ANCHOR, reason),))
+    r = dns.message.from_wire(render_outcome(query(size=1232), o))
+    assert not r.flags & dns.flags.TC and r.answer  # the records went out
+    (text,) = [opt.text for opt in r.options if isinstance(opt, dns.edns.EDEOption)]
+    assert text.startswith("DENIC rollover") and text.endswith("…") and len(text) <= 200

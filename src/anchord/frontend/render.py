@@ -12,8 +12,9 @@ client-facing rules and nothing else:
   question asked for that type;
 - EDNS only if the client sent it (RFC 6891 7): version 0, payload 1232, DO echoed, one
   EDE option per Ede in the outcome's order (RFC 8914);
-- truncation: a UDP reply larger than the client's limit (512 without EDNS, else
-  min(client size, 1232)) goes out with TC and empty sections (OPT kept).
+- size: a UDP reply never exceeds the client's limit (512 without EDNS, else
+  min(client size, 1232)): long EDE texts are shortened first, then records that still do
+  not fit go: TC with empty sections (OPT and EDE codes kept).
 """
 
 from __future__ import annotations
@@ -70,24 +71,52 @@ def _keep_dnssec(rrsets: tuple[dns.rrset.RRset, ...], qtype: int, in_answer: boo
     ]
 
 
+# dnspython raises TooBig when records do not fit, and ValueError when the OPT record
+# alone (long EDE texts) is larger than the limit.
+_TOO_BIG = (dns.exception.TooBig, ValueError)
+
+
+def _shorten_edes(msg: dns.message.Message, keep: int) -> None:
+    """Cut every EDE text to at most `keep` characters (codes always stay)."""
+    if msg.opt is None:
+        return
+    options: list[dns.edns.Option] = []
+    for o in msg.options:
+        if isinstance(o, dns.edns.EDEOption) and o.text and len(o.text) > keep:
+            text = o.text[:keep - 1] + "…" if keep > 1 else None
+            o = dns.edns.EDEOption(o.code, text)
+        options.append(o)
+    msg.use_edns(0, msg.ednsflags, EDNS_PAYLOAD, options=options)
+
+
 def _to_wire(msg: dns.message.Message, limit: int) -> bytes:
-    """Render within `limit`; too big -> TC with empty sections (the OPT stays)."""
+    """Render within `limit` (RFC 6891 7: never more than the client can take).
+
+    Records matter more than the full EDE text (an NTA's reason can be long), so texts
+    are shortened first; if the records still do not fit: TC with empty sections, the
+    OPT and the EDE codes kept.
+    """
     try:
         return msg.to_wire(max_size=limit)
-    except dns.exception.TooBig:
+    except _TOO_BIG:
         pass
+    for keep in (200, 80):
+        _shorten_edes(msg, keep)
+        try:
+            return msg.to_wire(max_size=limit)
+        except _TOO_BIG:
+            pass
     msg.answer, msg.authority, msg.additional = [], [], []
     msg.flags |= dns.flags.TC
-    try:
-        return msg.to_wire(max_size=limit)
-    except dns.exception.TooBig:
-        # Only the EDE texts can still be too long: keep the codes, drop the texts.
-        if msg.opt is not None:
-            codes: list[dns.edns.Option] = [
-                dns.edns.EDEOption(o.code) for o in msg.options
-                if isinstance(o, dns.edns.EDEOption)]
-            msg.use_edns(0, msg.ednsflags, EDNS_PAYLOAD, options=codes)
-        return msg.to_wire(max_size=MAX_TCP)
+    for keep in (80, 24, 0):
+        _shorten_edes(msg, keep)
+        try:
+            return msg.to_wire(max_size=limit)
+        except _TOO_BIG:
+            pass
+    # Header, question and bare EDE codes exceed the limit: only with absurdly many codes.
+    msg.use_edns(0, msg.ednsflags, EDNS_PAYLOAD, options=[])
+    return msg.to_wire(max_size=limit)
 
 
 def render_outcome(query: ClientQuery, outcome: Outcome) -> bytes:
