@@ -66,6 +66,7 @@ _OPEN_ON_LOOPBACK = ("/metrics", *dashboard.PATHS)  # read-only: no token on loo
 READ_TIMEOUT = 10.0
 # The keys each POST takes: anything else is a typo the client should hear about.
 _NTA_KEYS = ("zone", "lifetime", "reason", "recheck")
+MAX_REASON = 300  # characters of an NTA's reason
 _FLUSH_KEYS = ("zone",)
 # An NTA change that is in force but could not be written to the trust store: the
 # request half failed (it will not survive a restart), so not a 2xx.
@@ -335,6 +336,14 @@ class Control:
         recheck = body.get("recheck", True)
         if not isinstance(reason, str) or not isinstance(recheck, bool):
             raise ApiError(400, "'reason' must be a string and 'recheck' true or false")
+        # The reason travels in logs, `nta list` tables and every EDE 33 text: one
+        # printable line of a sensible length, so it can neither forge a log line nor
+        # crowd the answers out.
+        if len(reason) > MAX_REASON:
+            raise ApiError(400, f"'reason' is {len(reason)} characters; at most {MAX_REASON}")
+        if not reason.isprintable():
+            raise ApiError(400, "'reason' must be one line of printable characters "
+                                "(no newlines or control characters)")
         replaced = any(n.zone == zone for n in self.driver.trust.ntas())
         nta = self.driver.add_nta(zone, lifetime, reason, recheck)  # persist() runs inside
         view = nta_view(nta, self._now())

@@ -9,7 +9,6 @@ import errno
 import io
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -106,8 +105,9 @@ def check_ports(opts: Options) -> None:
 
 
 def anchord_command() -> list[str]:
-    exe = shutil.which("anchord")
-    return [exe] if exe else [sys.executable, "-m", "anchord"]
+    # This interpreter's anchord, never the first `anchord` on PATH: the replay must
+    # measure the code it was started from (a second checkout or a venv).
+    return [sys.executable, "-m", "anchord"]
 
 
 def resolver_toml(info: dict[str, Any], opts: Options) -> str:
