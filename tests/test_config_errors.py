@@ -78,3 +78,27 @@ def test_unusable_anchors_are_listed_only_when_none_is_usable(tmp_path: Path) ->
     cfg.dnssec.enabled = False
     cfg.dnssec.trust_anchors = [gost]
     assert unusable_trust_anchors(cfg) == []
+
+
+@pytest.mark.parametrize("table,key,value,words", [
+    ("server", "tcp_idle_timeout", "0", "out of range"),
+    ("server", "tcp_idle_timeout", "nan", "out of range"),
+    ("server", "max_tcp_clients", "0", "out of range"),
+    ("server", "listen", "[]", "listen nowhere"),
+    ("upstream", "max_referrals", "-1", "out of range"),
+    ("upstream", "max_upstream_queries", "0", "out of range"),
+    ("upstream", "max_cname_chain", "-1", "out of range"),
+    ("dnssec", "override_time", "-1", "out of range"),
+    ("dnssec", "max_key_tag_collisions", "0", "out of range"),
+    ("dnssec", "clock_skew", "-5", "out of range"),
+    ("dnssec", "insecure_zones", '["."]', "dnssec.enabled = false"),
+    ("cache", "max_negative_ttl", "-1", "out of range"),
+    ("serve_stale", "failure_recheck", "-1", "out of range"),
+    ("nta", "recheck_interval", "0", "out of range"),
+])
+def test_values_that_would_answer_nothing_stop_start_up(
+        tmp_path: Path, table: str, key: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f"[{table}]\n{key} = {value}\n")
+    text = str(e.value)
+    assert f"'{table}.{key}" in text and words in text and "\n" not in text

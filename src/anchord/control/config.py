@@ -303,7 +303,16 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(
                 f"key 'server.access_control[{i}]': {item!r} is not a network like 127.0.0.0/8"
             ) from None
+    if not cfg.server.listen:
+        raise ConfigError("key 'server.listen': empty: the resolver would listen nowhere")
     _check_range("server.workers", cfg.server.workers, 1, 256)
+    # Values that would start a resolver that answers nothing (every TCP connection cut,
+    # every question a SERVFAIL) are refused here, not discovered by the clients.
+    _check_range("server.tcp_idle_timeout", cfg.server.tcp_idle_timeout, 0.1, 3600)
+    _check_range("server.max_tcp_clients", cfg.server.max_tcp_clients, 1, 65535)
+    _check_range("upstream.max_referrals", cfg.upstream.max_referrals, 1, 100)
+    _check_range("upstream.max_cname_chain", cfg.upstream.max_cname_chain, 1, 100)
+    _check_range("upstream.max_upstream_queries", cfg.upstream.max_upstream_queries, 1, 10000)
     _check_range("upstream.port", cfg.upstream.port, 1, 65535)
     _check_range("upstream.timeout", cfg.upstream.timeout, 0.01, 60)
     _check_range("upstream.attempts", cfg.upstream.attempts, 1, 20)
@@ -337,6 +346,17 @@ def _validate(cfg: Config) -> None:
     _check_range("dnssec.nsec3_max_iterations", cfg.dnssec.nsec3_max_iterations, 0, 2500)
     _check_range("dnssec.max_signature_checks", cfg.dnssec.max_signature_checks, 1, 10000)
     _check_range("dnssec.bogus_retries", cfg.dnssec.bogus_retries, 0, 10)
+    _check_range("dnssec.max_key_tag_collisions", cfg.dnssec.max_key_tag_collisions, 1, 64)
+    _check_range("dnssec.clock_skew", cfg.dnssec.clock_skew, 0, 86400 * 7)
+    _check_range("dnssec.override_time", cfg.dnssec.override_time, 0, 2**32 * 4)
+    _check_range("cache.max_negative_ttl", cfg.cache.max_negative_ttl, 0, 86400 * 7)
+    _check_range("serve_stale.failure_recheck", cfg.serve_stale.failure_recheck, 0, 3600)
+    _check_range("nta.recheck_interval", cfg.nta.recheck_interval, 1, 86400)
+    for i, zone in enumerate(cfg.dnssec.insecure_zones):
+        if zone.strip() in (".", ""):
+            raise ConfigError(
+                f"key 'dnssec.insecure_zones[{i}]': the root would turn validation off for "
+                "every name; set dnssec.enabled = false if that is really meant")
     if cfg.dnssec.algorithm_policy not in ("rfc8624", "all"):
         raise ConfigError(
             f"key 'dnssec.algorithm_policy': {cfg.dnssec.algorithm_policy!r} "
