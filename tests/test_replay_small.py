@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -346,3 +347,23 @@ def test_clear_errors_for_a_taken_port_and_an_unwritable_folder(tmp_path: Path) 
                        timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "not writable" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_sigterm_stops_the_world_and_the_resolver_it_started(tmp_path: Path) -> None:
+    base = free_port_base()
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "anchord", "replay", "de-2026-05-05",
+                             "--out", str(out), "--port-base", str(base), "--names", "40",
+                             "--clients", "2", "--control-names", "10", "--quiet",
+                             "--no-cache"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "resolver.log").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "the replay's resolver never started"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    # Nothing it started is left holding its ports.
+    check_ports(Options(out=Path("."), port_base=base))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ def replay(scenario: str, out: Path, names: int, clients: int, minutes_per_hour:
     from anchord.testbed.incident.run import Options, ReplayError, run_once
     from anchord.testbed.incident.summary import table
 
+    # SIGTERM ends the replay like Ctrl-C: the world and `anchord serve` it started are
+    # stopped on the way out (their ports would stay taken for the next run otherwise).
+    signal.signal(signal.SIGTERM, _interrupt)
     base = Options(out=out, names=names, clients=clients, minutes_per_hour=minutes_per_hour,
                    rate=rate, control_names=control_names, port_base=port_base, seed=seed,
                    progress=not quiet)
@@ -84,6 +88,10 @@ def replay(scenario: str, out: Path, names: int, clients: int, minutes_per_hour:
         sys.exit(130)
     click.echo(table(summary))
     click.echo(f"report: {out / 'report.html'} (wall time {summary['wall_seconds']} s)")
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 VARIANTS: tuple[tuple[str, dict[str, bool]], ...] = (
