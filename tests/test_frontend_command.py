@@ -122,14 +122,22 @@ def test_port_held_with_reuseport_is_refused(tmp_path: Path, workers: int, kind:
                                 "already in use (another resolver running?)")
 
 
-def test_second_instance_on_the_same_address_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("control", [False, True])
+def test_second_instance_on_the_same_address_is_refused(tmp_path: Path, control: bool) -> None:
     port = _free_port()
-    first = subprocess.Popen([*CLI, "-c", str(_config(tmp_path)), "--listen",
+    # With the control API on, the same config means the same API port too: the error
+    # must still name the DNS address, checked before the control plane starts.
+    text = ('[upstream]\nstub_zones = { "." = ["127.0.0.1:9"] }\ntimeout = 0.1\n'
+            f'attempts = 1\n\n[control]\nlisten = "127.0.0.1:{_free_port()}"\n') \
+        if control else ""
+    config = _config(tmp_path, text)
+    first = subprocess.Popen([*CLI, "-c", str(config), "--listen",
                               f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
     try:
         assert first.stderr is not None
-        assert "listening on" in first.stderr.readline()
-        r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), "--listen",
+        while "listening on" not in first.stderr.readline():
+            assert first.poll() is None
+        r = subprocess.run([*CLI, "-c", str(config), "--listen",
                             f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
         assert r.returncode == 1 and f"127.0.0.1:{port}: address already in use" in r.stderr
         assert first.poll() is None

@@ -151,6 +151,16 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver], hub: Any
     if hub is not None and hasattr(resolver, "trust_listeners"):
         hub.attach(resolver)  # NTA changes and flushes go to the other workers
         watcher = asyncio.get_running_loop().create_task(hub.watch())
+    if hub is None:
+        # The DNS addresses are checked before the control plane starts: a second
+        # instance is refused naming the DNS port, before it writes a token or NTA file.
+        # (With workers, worker 0 checked them before forking.)
+        from anchord.frontend.server import check_addresses_free
+
+        try:
+            check_addresses_free(config.server.listen)
+        except OSError as e:
+            raise _Fatal(listen_error(e), 1) from None
     # The control plane (NTA store, HTTP API, metrics) lives in anchord.control.
     from anchord.control.api import ControlError, start_control
 
