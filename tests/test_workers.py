@@ -8,11 +8,14 @@ every socket must see EDE 33 within 100 ms.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,47 +63,64 @@ def _two_workers_config(tb: Testbed, tmp_path: Path, control_port: int) -> Path:
     return config
 
 
-def test_nta_and_flush_reach_every_worker_within_100ms(tmp_path: Path) -> None:
+@dataclass
+class TwoWorkers:
+    resolver: Any
+    control_port: int
+    token: str
+    socks: list[socket.socket]
+
+
+@contextlib.contextmanager
+def _two_workers(tmp_path: Path) -> Iterator[TwoWorkers]:
+    """A testbed and a 2-worker resolver, both running, with SOCKETS client sockets;
+    stopped on the way out (the resolver's log stays readable)."""
     tb = Testbed(TestbedSpec(children=4), tmp_path / "tb", now=time.time(),
                  port=free_port_on(TESTBED_ADDRESSES))
     tb.start()
     try:
         control_port = free_port()
         resolver = start_resolver(_two_workers_config(tb, tmp_path, control_port))
+        socks: list[socket.socket] = []
         try:
             assert resolver.proc.wait_for("anchord[1]: listening on udp", 10), resolver.log
             assert resolver.proc.wait_for("control API on", 10), resolver.log
             token = (tmp_path / "tb" / "control.token").read_text().strip()
-            socks = []
             for _ in range(SOCKETS):
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 s.settimeout(5)
                 s.bind(("127.0.0.1", 0))
                 socks.append(s)
-            for _ in range(3):  # resolve, cache, fast path: in each worker
-                replies = _ask(socks, resolver.port, "www.c1.de.")
-                assert all(r.flags & dns.flags.AD and not r.options for r in replies)
-            _api(control_port, token, "POST", "/v1/nta",
-                 {"zone": "c1.de.", "lifetime": 600, "reason": "test"})
-            time.sleep(0.1)
-            replies = _ask(socks, resolver.port, "www.c1.de.")
-            assert all([o.code for o in r.options] == [33] for r in replies), replies
-            assert not any(r.flags & dns.flags.AD for r in replies)
-            # The removal travels the same way; then a flush.
-            req = urllib.request.Request(f"http://127.0.0.1:{control_port}/v1/nta/c1.de.",
-                                         method="DELETE",
-                                         headers={"Authorization": f"Bearer {token}"})
-            urllib.request.urlopen(req, timeout=5).close()
-            time.sleep(0.1)
-            replies = _ask(socks, resolver.port, "www.c1.de.")
-            assert all(r.flags & dns.flags.AD and not r.options for r in replies), replies
+            yield TwoWorkers(resolver, control_port, token, socks)
+        finally:
             for s in socks:
                 s.close()
-        finally:
             resolver.stop()
-        assert "worker" not in resolver.log or "ended" not in resolver.log, resolver.log
     finally:
         tb.stop()
+
+
+def test_nta_and_flush_reach_every_worker_within_100ms(tmp_path: Path) -> None:
+    with _two_workers(tmp_path) as w:
+        for _ in range(3):  # resolve, cache, fast path: in each worker
+            replies = _ask(w.socks, w.resolver.port, "www.c1.de.")
+            assert all(r.flags & dns.flags.AD and not r.options for r in replies)
+        _api(w.control_port, w.token, "POST", "/v1/nta",
+             {"zone": "c1.de.", "lifetime": 600, "reason": "test"})
+        time.sleep(0.1)
+        replies = _ask(w.socks, w.resolver.port, "www.c1.de.")
+        assert all([o.code for o in r.options] == [33] for r in replies), replies
+        assert not any(r.flags & dns.flags.AD for r in replies)
+        # The removal travels the same way; then a flush.
+        req = urllib.request.Request(f"http://127.0.0.1:{w.control_port}/v1/nta/c1.de.",
+                                     method="DELETE",
+                                     headers={"Authorization": f"Bearer {w.token}"})
+        urllib.request.urlopen(req, timeout=5).close()
+        time.sleep(0.1)
+        replies = _ask(w.socks, w.resolver.port, "www.c1.de.")
+        assert all(r.flags & dns.flags.AD and not r.options for r in replies), replies
+    log = w.resolver.log
+    assert "worker" not in log or "ended" not in log, log
 
 
 def _queries_metric(control_port: int) -> float:
@@ -111,45 +131,24 @@ def _queries_metric(control_port: int) -> float:
 
 
 def test_metrics_and_status_count_the_queries_of_every_worker(tmp_path: Path) -> None:
-    tb = Testbed(TestbedSpec(children=4), tmp_path / "tb", now=time.time(),
-                 port=free_port_on(TESTBED_ADDRESSES))
-    tb.start()
-    try:
-        control_port = free_port()
-        resolver = start_resolver(_two_workers_config(tb, tmp_path, control_port))
-        try:
-            assert resolver.proc.wait_for("anchord[1]: listening on udp", 10), resolver.log
-            assert resolver.proc.wait_for("control API on", 10), resolver.log
-            token = (tmp_path / "tb" / "control.token").read_text().strip()
-            socks = []
-            for _ in range(SOCKETS):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.settimeout(5)
-                s.bind(("127.0.0.1", 0))
-                socks.append(s)
-            rounds = 3  # resolved, then cached: the fast path must be counted as well
-            for _ in range(rounds):
-                assert len(_ask(socks, resolver.port, "www.c1.de.")) == SOCKETS
-            for s in socks:
-                s.close()
-            sent = rounds * SOCKETS  # plus start_resolver's probes
-            deadline = time.monotonic() + 3
-            while _queries_metric(control_port) < sent:
-                assert time.monotonic() < deadline, (
-                    f"/metrics counts {_queries_metric(control_port)} of {sent} queries")
-                time.sleep(0.1)
-            time.sleep(1.0)  # every worker has sent its latest snapshot by now
-            counted = _queries_metric(control_port)
-            status = _api_get(control_port, token, "/v1/status")
-            assert status["counters"]["queries"] == counted, status
-            assert sum(status["counters"]["responses"].values()) == counted, status
-        finally:
-            resolver.stop()
-        served = [int(n) for n in re.findall(r"served (\d+) queries", resolver.log)]
-        assert len(served) == 2 and all(served), resolver.log  # each worker had some
-        assert sum(served) == counted, (served, counted)
-    finally:
-        tb.stop()
+    with _two_workers(tmp_path) as w:
+        rounds = 3  # resolved, then cached: the fast path must be counted as well
+        for _ in range(rounds):
+            assert len(_ask(w.socks, w.resolver.port, "www.c1.de.")) == SOCKETS
+        sent = rounds * SOCKETS  # plus start_resolver's probes
+        deadline = time.monotonic() + 3
+        while _queries_metric(w.control_port) < sent:
+            assert time.monotonic() < deadline, (
+                f"/metrics counts {_queries_metric(w.control_port)} of {sent} queries")
+            time.sleep(0.1)
+        time.sleep(1.0)  # every worker has sent its latest snapshot by now
+        counted = _queries_metric(w.control_port)
+        status = _api_get(w.control_port, w.token, "/v1/status")
+        assert status["counters"]["queries"] == counted, status
+        assert sum(status["counters"]["responses"].values()) == counted, status
+    served = [int(n) for n in re.findall(r"served (\d+) queries", w.resolver.log)]
+    assert len(served) == 2 and all(served), w.resolver.log  # each worker had some
+    assert sum(served) == counted, (served, counted)
 
 
 def _api_get(port: int, token: str, path: str) -> Any:
