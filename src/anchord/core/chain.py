@@ -309,13 +309,9 @@ class ChainOfTrust:
             assert ds is not None
             signer = signer_of(sigs)
             if signer is None or signer == zone or not zone.is_subdomain(signer):
-                parent = await self.zone_keys(zone.parent(), work, budget)
-                if parent.security is Security.SECURE:
-                    return ZoneKeys(zone, Security.BOGUS, edes=(Ede(
-                        EdeCode.RRSIGS_MISSING,
-                        f"DS set of {zone} has no valid RRSIG by its parent zone"),),
-                        expires_at=now + BOGUS_KEYS_TTL)
-                return replace(parent, zone=zone)
+                return await self._unvouched(zone, work, budget, now, lambda _parent: Ede(
+                    EdeCode.RRSIGS_MISSING,
+                    f"DS set of {zone} has no valid RRSIG by its parent zone"))
             parent = await self.zone_keys(signer, work, budget)
             if parent.security is not Security.SECURE:
                 return replace(parent, zone=zone)
@@ -360,6 +356,16 @@ class ChainOfTrust:
             EdeCode.DNSSEC_INDETERMINATE, f"unexpected {za.kind.value} answer to DS {zone}"),),
             expires_at=now + UNREACHABLE_KEYS_TTL)
 
+    async def _unvouched(self, zone: dns.name.Name, work: Work, budget: WorkBudget,
+                         now: float, reason: Callable[[ZoneKeys], Ede]) -> ZoneKeys:
+        """The parent's answer about `zone`'s DS carries no usable signature: bogus if the
+        parent is secure (it had to sign it), else the zone inherits the parent's state."""
+        parent = await self.zone_keys(zone.parent(), work, budget)
+        if parent.security is Security.SECURE:
+            return ZoneKeys(zone, Security.BOGUS, edes=(reason(parent),),
+                            expires_at=now + BOGUS_KEYS_TTL)
+        return replace(parent, zone=zone)
+
     async def _no_ds(self, zone: dns.name.Name, za: ZoneAnswer, work: Work,
                      budget: WorkBudget) -> ZoneKeys:
         """No DS at `zone`: a proven insecure cut, or no cut at all (keys of the parent)."""
@@ -374,13 +380,9 @@ class ChainOfTrust:
                 signer = rrset[0].signer
                 break
         if signer is None:
-            parent = await self.zone_keys(zone.parent(), work, budget)
-            if parent.security is Security.SECURE:
-                return ZoneKeys(zone, Security.BOGUS, edes=(Ede(
-                    EdeCode.NSEC_MISSING,
-                    f"no signed proof from {parent.apex or parent.zone} that {zone} has no DS"),),
-                    expires_at=now + BOGUS_KEYS_TTL)
-            return replace(parent, zone=zone)
+            return await self._unvouched(zone, work, budget, now, lambda parent: Ede(
+                EdeCode.NSEC_MISSING,
+                f"no signed proof from {parent.apex or parent.zone} that {zone} has no DS"))
         parent = await self.zone_keys(signer, work, budget)
         if parent.security is not Security.SECURE:
             return replace(parent, zone=zone)
