@@ -269,24 +269,11 @@ class ChainOfTrust:
                            budget: WorkBudget) -> ZoneKeys:
         assert anchor is not None
         is_ds = anchor.rdtype == dns.rdatatype.DS
-        keys, sigs, failed, source = await self._dnskeys(zone, work)
-        if failed is not None:
-            return failed
-        assert keys is not None
-        verdict = verify_dnskeys(keys, sigs, anchor if is_ds else None,
-                                 None if is_ds else anchor, zone, self.validation_time(),
-                                 self.policy, budget)
-        for _ in range(self.config.dnssec.bogus_retries):
-            if not verdict.is_bogus or source is None:
-                break
-            work.exclude.add(source)
-            again, again_sigs, failed, source = await self._dnskeys(zone, work)
-            if failed is not None or again is None:
-                break  # no other server: the bogus reason stands
-            keys, sigs = again, again_sigs
-            verdict = verify_dnskeys(keys, sigs, anchor if is_ds else None,
-                                     None if is_ds else anchor, zone, self.validation_time(),
-                                     self.policy, budget)
+        got = await self._checked_dnskeys(zone, work, budget, anchor if is_ds else None,
+                                          None if is_ds else anchor)
+        if isinstance(got, ZoneKeys):
+            return got
+        keys, verdict = got
         return ZoneKeys(zone, verdict.security,
                         keys if verdict.is_secure else None, verdict.edes,
                         self._keys_ttl(verdict.security, verdict.edes, keys.ttl,
@@ -331,22 +318,10 @@ class ChainOfTrust:
                     if retried.security is not Security.INDETERMINATE:
                         return retried
                 return failed_ds
-            keys, ksigs, failed, source = await self._dnskeys(zone, work)
-            if failed is not None:
-                return failed
-            assert keys is not None
-            kv = verify_dnskeys(keys, ksigs, ds, None, zone, self.validation_time(),
-                                self.policy, budget)
-            for _ in range(self.config.dnssec.bogus_retries):
-                if not kv.is_bogus or source is None:
-                    break
-                work.exclude.add(source)
-                again, again_sigs, failed, source = await self._dnskeys(zone, work)
-                if failed is not None or again is None:
-                    break  # no other server: the bogus reason stands
-                keys, ksigs = again, again_sigs
-                kv = verify_dnskeys(keys, ksigs, ds, None, zone, self.validation_time(),
-                                    self.policy, budget)
+            got = await self._checked_dnskeys(zone, work, budget, ds, None)
+            if isinstance(got, ZoneKeys):
+                return got
+            keys, kv = got
             return ZoneKeys(zone, kv.security, keys if kv.is_secure else None, kv.edes,
                             self._keys_ttl(kv.security, kv.edes, ds.ttl, keys.ttl,
                                            *expiry_cap(kv), *expiry_cap(verdict)))
@@ -355,6 +330,30 @@ class ChainOfTrust:
         return ZoneKeys(zone, Security.INDETERMINATE, edes=(Ede(
             EdeCode.DNSSEC_INDETERMINATE, f"unexpected {za.kind.value} answer to DS {zone}"),),
             expires_at=now + UNREACHABLE_KEYS_TTL)
+
+    async def _checked_dnskeys(self, zone: dns.name.Name, work: Work, budget: WorkBudget,
+                               ds: dns.rrset.RRset | None, key_anchor: dns.rrset.RRset | None
+                               ) -> tuple[dns.rrset.RRset, Verdict] | ZoneKeys:
+        """The zone's DNSKEY set and its verdict against `ds` (or a configured DNSKEY
+        anchor); while bogus, asked again of the zone's other servers, each bogus one left
+        out (Unbound's val-max-restart). A ZoneKeys when no server gave a set at all."""
+        keys, sigs, failed, source = await self._dnskeys(zone, work)
+        if failed is not None:
+            return failed
+        assert keys is not None
+        verdict = verify_dnskeys(keys, sigs, ds, key_anchor, zone, self.validation_time(),
+                                 self.policy, budget)
+        for _ in range(self.config.dnssec.bogus_retries):
+            if not verdict.is_bogus or source is None:
+                break
+            work.exclude.add(source)
+            again, again_sigs, failed, source = await self._dnskeys(zone, work)
+            if failed is not None or again is None:
+                break  # no other server: the bogus reason stands
+            keys, sigs = again, again_sigs
+            verdict = verify_dnskeys(keys, sigs, ds, key_anchor, zone, self.validation_time(),
+                                     self.policy, budget)
+        return keys, verdict
 
     async def _unvouched(self, zone: dns.name.Name, work: Work, budget: WorkBudget,
                          now: float, reason: Callable[[ZoneKeys], Ede]) -> ZoneKeys:
