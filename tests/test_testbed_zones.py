@@ -88,3 +88,14 @@ def test_disk_cache_reused_when_spec_matches(tmp_path: Path) -> None:
     assert child is not None and _validate_zone(child.records, child.origin, NOW) >= 5
     rebuilt = load_or_build(TestbedSpec(children=5), NOW, tmp_path)
     assert rebuilt.zone(dns.name.from_text("c4.de.")) is not None
+
+
+@pytest.mark.parametrize("index", [65535, 65536, 99_999, 999_999])
+def test_children_past_65535_get_valid_distinct_addresses(index: int) -> None:
+    """100,000 children must work: c65536.de broke an AAAA of one 16-bit group."""
+    from anchord.testbed.zones import build_child
+
+    zone, _ = build_child(TestbedSpec(children=index + 1), index, NOW)
+    www = dns.name.from_text(f"www.c{index}.de.")
+    (aaaa,) = zone.records[(www, int(dns.rdatatype.AAAA), 0)]
+    assert int.from_bytes(aaaa.to_digestable()[-4:], "big") == index

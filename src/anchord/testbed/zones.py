@@ -308,7 +308,8 @@ def build_child(spec: TestbedSpec, index: int, now: float) -> tuple[ZoneData, De
     rs.soa(ns[0])
     rs.add(origin, ttl, "NS", *ns)
     rs.add("www", ttl, "A", f"192.0.2.{index % 250 + 1}")
-    rs.add("www", ttl, "AAAA", f"2001:db8::{index:x}")
+    # Two 16-bit groups: past c65535 one group would overflow (100,000 children must work).
+    rs.add("www", ttl, "AAAA", f"2001:db8::{index >> 16:x}:{index & 0xFFFF:x}")
     records, key = _sign(rs, spec, now, Denial("nsec"))
     zone = ZoneData(
         origin, ZoneKind.NSEC, records, spec.addresses.children, key.algorithm if key else 0
