@@ -112,7 +112,7 @@ def test_ipv6_listener() -> None:
         probe.bind(("::1", 0))
         probe.close()
     except OSError:
-        pytest.skip("no IPv6 loopback")
+        pytest.fail("no IPv6 loopback (::1) here: the IPv6 listener cannot be checked")
     with running_server(listen=["[::1]:0"]) as srv:
         q = dns.message.make_query("v6.example.", "A", use_edns=0)
         r = dns.query.udp(q, "::1", port=srv.port, timeout=2)

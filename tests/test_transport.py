@@ -275,7 +275,7 @@ def test_ipv6_loopback() -> None:
         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         s.bind(("::1", 0))
     except OSError:
-        pytest.skip("no IPv6 loopback")
+        pytest.fail("no IPv6 loopback (::1) here: the IPv6 listener cannot be checked")
     s.setblocking(False)
     port = s.getsockname()[1]
 
