@@ -286,6 +286,11 @@ class Iterator:
         self.lookup_addresses = lookup_addresses
         self.dnssec = dnssec
         self.check_cut = check_cut
+        edns = dns.message.Message()
+        edns.use_edns(0, dns.flags.DO if dnssec else 0, config.edns_buffer_size)
+        assert edns.opt is not None
+        self._opt = edns.opt[0]
+        self._opt_flags = edns.opt.ttl
         # Names a minimised probe found to exist without being a zone cut, per the zone
         # whose servers said so: later questions skip the probe (RFC 9156 section 2.3
         # leaves caching to the resolver; without it every name re-asks "de. A").
@@ -409,7 +414,13 @@ class Iterator:
         msg = dns.message.QueryMessage(id=0)
         msg.find_rrset(msg.question, q.qname, q.qclass, q.qtype, create=True,
                        force_unique=True)
-        msg.use_edns(0, dns.flags.DO if self.dnssec else 0, self.config.edns_buffer_size)
+        # The OPT record is the same for every query: use_edns() builds and checks a new
+        # OPT rdata each time, so one is made once and only its RRset is fresh per
+        # message (an RRset is mutable, e.g. through msg.ednsflags).
+        opt = dns.rrset.RRset(dns.name.root, self._opt.rdclass, dns.rdatatype.OPT)
+        opt.add(self._opt, self._opt_flags)
+        msg.opt = opt
+        msg.request_payload = self._opt.payload
         msg.flags = dns.flags.RD if forward else 0
         if forward and self.dnssec:
             msg.flags |= dns.flags.CD  # we validate ourselves: give us the bogus data too
