@@ -38,6 +38,7 @@ from tests.conftest import SIGNED_AT, World  # noqa: E402
 
 from anchord.core.outcome import Question  # noqa: E402
 from anchord.core.ports import ServerAddress, UpstreamError, UpstreamResult  # noqa: E402
+from anchord.core.wire import parse_response  # noqa: E402
 from anchord.engine.driver import build_resolver  # noqa: E402
 from anchord.engine.transport import _plain_query_wire  # noqa: E402
 from anchord.testbed.authserver import render, udp_limit  # noqa: E402
@@ -61,7 +62,8 @@ class TimedTransport(AuthorityTransport):
         self.authority_cpu += time.process_time() - t0
         if out is None:
             return UpstreamResult(server, None, UpstreamError.TIMEOUT, rtt=timeout, tcp=tcp)
-        return UpstreamResult(server, dns.message.from_wire(out), rtt=0.001, tcp=tcp)
+        # Read as the network transport reads it (core.wire.parse_response).
+        return UpstreamResult(server, parse_response(out), rtt=0.001, tcp=tcp)
 
 
 def q(name: str, rdtype: str = "A") -> Question:
