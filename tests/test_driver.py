@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import dns.message
 import dns.name
 import dns.rdatatype
+import pytest
 
 from anchord.core.outcome import EdeCode, Freshness, Question
 from anchord.core.ports import ServerAddress, UpstreamResult
@@ -77,3 +79,24 @@ def test_rfc8767_client_response_timer_answers_stale_and_refreshes_in_background
         assert again.freshness is Freshness.FRESH
 
     asyncio.run(run())
+
+
+def test_nta_log_lines_give_the_end_in_iso8601_utc(world: World,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """An operator reads the log next to `anchord nta list`: the end must be a date there
+    too, not epoch seconds (2026-05-05T22:17:00Z + 1 h = 23:17:00Z)."""
+    from anchord.core.trustmap import NegativeAnchor
+    from anchord.engine.clock import FakeClock
+
+    clock = FakeClock(1778019420.25)  # 2026-05-05T22:17:00.25Z
+    driver = build_resolver(world.config, clock=clock, transport=world.transport, seed=1)
+    de = dns.name.from_text("de.")
+    with caplog.at_level(logging.INFO, logger="anchord.driver"):
+        driver.add_nta(de, 3600, "rollover")
+        fleet = NegativeAnchor(dns.name.from_text("com."), "", clock.now(),
+                               clock.now() + 7200, True)
+        driver.replace_ntas([fleet])  # drops de, adds com: the fleet's line
+    lines = [r.getMessage() for r in caplog.records]
+    assert "NTA added for de. until 2026-05-05T23:17:00Z (rollover)" in lines
+    assert "NTA for com. until 2026-05-06T00:17:00Z (fleet: no reason)" in lines
+    assert not any("17780" in line for line in lines), lines

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import time
 from pathlib import Path
+from typing import cast
 
 import dns.edns
 import dns.message
@@ -16,9 +18,13 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from anchord.control.config import Config
+from anchord.core.ports import Transport
+from anchord.engine.clock import FakeClock
+from anchord.engine.driver import build_resolver
 from anchord.testbed.incident.clients import RETRY_DELAYS, Clients, Workload, parse_response
 from anchord.testbed.incident.record import Event, Upstream
-from anchord.testbed.incident.run import Options, Run
+from anchord.testbed.incident.run import NTA_LIFETIME_SECONDS, Options, Run, nta_event
 from anchord.testbed.incident.summary import (
     Marks,
     child_zone,
@@ -194,3 +200,27 @@ def test_a_client_retries_a_servfail_three_times_and_no_more() -> None:
     ok = [e for e in events if e.name == "ok.de."]
     assert [(e.attempt, e.rcode) for e in ok] == [(1, "NOERROR")]
     assert len(received) == 5
+
+
+def test_nta_lines_of_the_resolver_log_become_simulated_times() -> None:
+    """The replay finds when the NTA was added from the resolver's own log line (its
+    end minus the lifetime asked for: the resolver's clock, not the reader's); the line
+    gives the end in ISO 8601 UTC, as `anchord nta list` does."""
+    line = "NTA added for de. until 2026-05-06T22:17:04Z (de rollover: RRSIGs by a key ...)"
+    assert nta_event(line, now=1.0) == (epoch("2026-05-05T22:17:04"), "added")
+    assert nta_event("NTA for de. removed (recheck: the zone validates again)", 5.0) == (
+        5.0, "recheck")
+    assert nta_event("NTA for de. removed (operator)", 6.0) == (6.0, "operator")
+    assert nta_event("NTA for de. expired", 7.0) == (7.0, "expiry")
+    assert nta_event("NTA added for c1.de. until 2026-05-06T22:17:04Z (x)", 1.0) is None
+    assert nta_event("listening on 127.0.0.1:5391", 1.0) is None
+
+
+def test_nta_event_reads_the_line_the_driver_writes(caplog: pytest.LogCaptureFixture) -> None:
+    """The parser and the log format change together: read what the driver really logs."""
+    clock = FakeClock(epoch("2026-05-05T22:17:04") + 0.4)
+    driver = build_resolver(Config(), clock=clock, transport=cast(Transport, None), seed=1)
+    with caplog.at_level(logging.INFO, logger="anchord.driver"):
+        driver.add_nta(dns.name.from_text("de."), NTA_LIFETIME_SECONDS, "rollover")
+    (line,) = [r.getMessage() for r in caplog.records if "NTA added" in r.getMessage()]
+    assert nta_event(line, now=0.0) == (epoch("2026-05-05T22:17:04"), "added")

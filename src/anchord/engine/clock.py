@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
 import time
+
+ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_iso(t: float) -> str:
+    """Epoch seconds -> '2026-05-05T23:35:00Z', for log lines an operator reads beside
+    `anchord nta list`. Cut to the second (not rounded) as the CLI cuts, so both show the
+    same end for the same NTA."""
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime(ISO_UTC)
+
+
+def parse_utc_iso(text: str) -> float:
+    """The inverse of utc_iso: tools that read the log (the incident replay) parse here,
+    so a change of the format changes the reader with it. ValueError if not that form."""
+    return datetime.datetime.strptime(text, ISO_UTC).replace(tzinfo=datetime.UTC).timestamp()
 
 
 class SystemClock:

@@ -23,7 +23,7 @@ from anchord.core.outcome import EdeCode, Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
 from anchord.core.resolution import Resolver
 from anchord.core.trustmap import NegativeAnchor, TrustKind, TrustMap
-from anchord.engine.clock import SystemClock
+from anchord.engine.clock import SystemClock, utc_iso
 
 log = logging.getLogger("anchord.driver")
 
@@ -148,7 +148,8 @@ class Driver:
         self.trust.add_nta(nta)
         # Cached bogus answers and failures below the zone must not outlive the decision.
         self.core.forget_below(zone)
-        log.info("NTA added for %s until %.0f (%s)", zone, nta.expires_at, reason or "no reason")
+        log.info("NTA added for %s until %s (%s)", zone, utc_iso(nta.expires_at),
+                 reason or "no reason")
         self._trust_changed()
         return nta
 
@@ -198,7 +199,7 @@ class Driver:
                 continue
             self.trust.add_nta(nta)
             self.core.forget_below(zone)
-            log.info("NTA for %s until %.0f (fleet: %s)", zone, nta.expires_at,
+            log.info("NTA for %s until %s (fleet: %s)", zone, utc_iso(nta.expires_at),
                      nta.reason or "no reason")
         if changed:
             for listener in list(self.trust_listeners):

@@ -20,6 +20,7 @@ from typing import Any
 
 import dns.name
 
+from anchord.engine.clock import parse_utc_iso
 from anchord.testbed.faults import send_fault
 from anchord.testbed.incident.clients import Clients, Workload
 from anchord.testbed.incident.record import (
@@ -158,16 +159,30 @@ class _LogWatcher(threading.Thread):
                 del self.lines[:-50]
                 if "listening on" in line:
                     self.ready.set()
-                m = re.search(r"NTA for de\.? (removed \((.*)\)|expired)", line)
-                if m:
-                    why = m.group(2) or "expiry"
-                    how = ("recheck" if why.startswith("recheck") else
-                           "expiry" if why == "expiry" else "operator")
-                    self.nta_events.append((t, how, line))
-                elif m2 := re.search(r"NTA added for de\.? until ([0-9.]+)", line):
-                    # The resolver's own time: expiry minus the lifetime we asked for.
-                    self.nta_events.append((float(m2.group(1)) - NTA_LIFETIME_SECONDS,
-                                            "added", line))
+                event = nta_event(line, t)
+                if event is not None:
+                    self.nta_events.append((*event, line))
+
+
+def nta_event(line: str, now: float) -> tuple[float, str] | None:
+    """(simulated time, "added" | "recheck" | "expiry" | "operator") for a line of the
+    resolver's log about the NTA for de, None for any other line. `now` is the reader's
+    time, used for removals; an addition takes the resolver's own time instead, from the
+    end its line gives (anchord.engine.clock.utc_iso) minus the lifetime we asked for:
+    the reader sees the line a few real milliseconds late, which is simulated seconds."""
+    m = re.search(r"NTA for de\.? (removed \((.*)\)|expired)", line)
+    if m:
+        why = m.group(2) or "expiry"
+        return now, ("recheck" if why.startswith("recheck") else
+                     "expiry" if why == "expiry" else "operator")
+    m = re.search(r"NTA added for de\.? until (\S+)", line)
+    if m:
+        try:
+            end = parse_utc_iso(m.group(1))
+        except ValueError:
+            return None  # not the driver's line: no mark rather than a wrong one
+        return end - NTA_LIFETIME_SECONDS, "added"
+    return None
 
 
 def _stop(proc: subprocess.Popen[Any] | None) -> None:
