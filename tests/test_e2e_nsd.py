@@ -163,6 +163,27 @@ def test_delv_against_nsd_directly_agrees(pair: Pair, tmp_path: Path) -> None:
     assert not problems, "\n\n".join(problems)
 
 
+@pytest.mark.parametrize("name", ["www.c1.de", "c1.de", "de", ".", "anything.wild.de",
+                                  "www.bogus.de"])
+def test_rrsig_question_same_answer_via_nsd_and_embedded(pair: Pair, name: str) -> None:
+    """`dig NAME RRSIG` through anchord: the signatures at the name, NOERROR without AD
+    (they cannot be validated: RRSIGs carry no RRSIG; Unbound answers the same), whichever
+    authority serves the zone. It was SERVFAIL via the embedded server, which answered
+    NODATA, and the apex lost its RRSIG over NS via NSD (moved beside the NS set)."""
+    def covered(r: Reply) -> list[str]:
+        lines = [line.split() for line in r.output.splitlines() if not line.startswith(";")]
+        return sorted(f[4] for f in lines if len(f) > 4 and f[3] == "RRSIG")
+
+    via_nsd = dig(pair.via_nsd.port, name, "RRSIG")
+    embedded = dig(pair.embedded.port, name, "RRSIG")
+    msg = f"{name}:\n--- via NSD:\n{via_nsd.output}\n--- via embedded:\n{embedded.output}"
+    for r in (via_nsd, embedded):
+        assert (r.rcode, r.ad, r.edes) == ("NOERROR", False, []), msg
+    assert covered(via_nsd) == covered(embedded) and covered(via_nsd), msg
+    if name in ("c1.de", "de", "."):
+        assert {"NS", "SOA", "DNSKEY"} <= set(covered(via_nsd)), msg
+
+
 def test_resolver_logs_have_no_traceback(pair: Pair) -> None:
     for r in (pair.embedded, pair.via_nsd):
         assert "Traceback" not in r.log, r.log[-3000:]

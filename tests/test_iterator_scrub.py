@@ -52,6 +52,21 @@ def test_rrsig_already_beside_its_rrset_or_covering_nothing_stays() -> None:
     assert len(msg.answer) == 2 and len(msg.additional) == 1
 
 
+def test_rrsig_question_keeps_its_answer_when_the_covered_rrset_is_elsewhere() -> None:
+    """NSD answers `example.com RRSIG` with every RRSIG at the apex in ANSWER and the NS
+    set in AUTHORITY: the RRSIG over NS is part of the answer asked for and must stay
+    there (Unbound's parser keeps a copy for a qtype RRSIG instead of moving it)."""
+    ns_sig = "NS 13 2 3600 20260601000000 20260501000000 1 example.com. AAAA"
+    soa_sig = "SOA 13 2 3600 20260601000000 20260501000000 1 example.com. AAAA"
+    msg = dns.message.make_query("example.com.", "RRSIG")
+    msg.answer.append(dns.rrset.from_text("example.com.", 3600, "IN", "RRSIG", ns_sig))
+    msg.answer.append(dns.rrset.from_text("example.com.", 3600, "IN", "RRSIG", soa_sig))
+    msg.authority.append(dns.rrset.from_text("example.com.", 3600, "IN", "NS",
+                                             "ns.example.com."))
+    gather_signatures(msg)
+    assert sorted(dns.rdatatype.to_text(r.covers) for r in msg.answer) == ["NS", "SOA"]
+
+
 # -- reading a response record by record (core.wire) and the iterator's class scrub ----
 
 

@@ -144,6 +144,43 @@ def test_ds_and_dnskey_questions_are_answered_securely(world: World) -> None:
     assert keys.security is Security.SECURE and keys.answer
 
 
+def _covered(o: Outcome) -> set[str]:
+    return {dns.rdatatype.to_text(r.covers) for r in o.answer if r.rdtype == dns.rdatatype.RRSIG}
+
+
+def test_rrsig_question_is_answered_without_ad_as_unbound_answers_it(world: World) -> None:
+    """RRSIGs are not signed themselves (RFC 4035 2.2): a positive answer to an RRSIG
+    question cannot be validated, so it goes out NOERROR without AD and without an EDE
+    (Unbound's validator: "cannot validate RRSIG, no sigs on sigs"; its val_rrsig.rpl).
+    It was SERVFAIL while the testbed answered NODATA with an NSEC listing RRSIG."""
+    for _ in range(2):  # fresh, then from the cache
+        o = ask(world, "www.c4.de.", "RRSIG")
+        assert (o.rcode, o.security, o.edes) == (dns.rcode.NOERROR, Security.INSECURE, ())
+        assert _covered(o) == {"A", "AAAA", "NSEC"}
+    apex = ask(world, "c4.de.", "RRSIG")
+    assert apex.rcode == dns.rcode.NOERROR and apex.security is Security.INSECURE
+    assert {"SOA", "NS", "DNSKEY"} <= _covered(apex)
+    wild = ask(world, "anything.wild.de.", "RRSIG")
+    assert wild.rcode == dns.rcode.NOERROR and "A" in _covered(wild)
+
+
+def test_rrsig_question_denials_are_validated_as_for_any_type(world: World) -> None:
+    o = ask(world, "nosuch.c4.de.", "RRSIG")
+    assert o.rcode == dns.rcode.NXDOMAIN and o.security is Security.SECURE
+    unsigned = ask(world, "www.unsigned.de.", "RRSIG")
+    assert unsigned.rcode == dns.rcode.NOERROR and not unsigned.answer
+    assert unsigned.security is Security.INSECURE
+
+
+def test_rrsigs_learned_unvalidated_do_not_change_the_answers_they_cover(world: World) -> None:
+    """Either order: the data keeps its AD, the RRSIG question stays without it."""
+    ask(world, "www.c5.de.", "RRSIG")
+    assert ask(world, "www.c5.de.").security is Security.SECURE
+    assert ask(world, "www.c6.de.").security is Security.SECURE
+    assert ask(world, "www.c6.de.", "RRSIG").security is Security.INSECURE
+    assert ask(world, "www.c6.de.").security is Security.SECURE
+
+
 def test_cd_keeps_bogus_data_for_the_client(world: World) -> None:
     o = ask(world, "www.bogus.de.", cd=True)
     assert o.security is Security.BOGUS

@@ -195,6 +195,44 @@ def test_nodata_has_soa_and_nsec(testbed: Testbed) -> None:
     assert nsec and nsec[0][0] == "www.c0.de." and "MX" not in nsec[0][2]
 
 
+def test_rrsig_question_answered_with_the_signatures_at_the_name(testbed: Testbed) -> None:
+    """As NSD, Knot and BIND answer: every RRSIG at the name, AA, with or without DO (the
+    records were asked for by type, RFC 3225), not a NODATA whose NSEC lists RRSIG."""
+    for extra in ((), ("+nodnssec",)):
+        r = dig(testbed, CHILD, "www.c0.de", "RRSIG", *extra)
+        assert r.status == "NOERROR" and "aa" in r.flags, r
+        covered = sorted(rd.split()[0] for _, _, rd in r.section("ANSWER", "RRSIG"))
+        assert covered == ["A", "AAAA", "NSEC"], r
+        assert not r.section("AUTHORITY", "SOA")
+
+
+def test_rrsig_question_under_a_wildcard_is_expanded_with_its_proof(testbed: Testbed) -> None:
+    r = dig(testbed, CHILD, "anything.wild.de", "RRSIG")
+    assert r.status == "NOERROR" and "aa" in r.flags
+    sigs = r.section("ANSWER", "RRSIG")
+    assert {o for o, _, _ in sigs} == {"anything.wild.de."}
+    assert "A" in {rd.split()[0] for _, _, rd in sigs}
+    assert r.section("AUTHORITY", "NSEC")  # anything.wild.de itself does not exist
+
+
+def test_rrsig_question_in_an_unsigned_zone_is_nodata(testbed: Testbed) -> None:
+    r = dig(testbed, CHILD, "www.unsigned.de", "RRSIG")
+    assert r.status == "NOERROR" and not r.section("ANSWER") and r.section("AUTHORITY", "SOA")
+
+
+def test_rrsig_question_of_a_faulted_zone_gives_the_faulted_signatures(
+        testbed: Testbed) -> None:
+    """The fault applies to what an RRSIG question returns too, as it does beside data."""
+    before = dig(testbed, CHILD, "www.c2.de", "RRSIG").section("ANSWER", "RRSIG")
+    testbed.fault("c2.de", "rollover")
+    try:
+        after = dig(testbed, CHILD, "www.c2.de", "RRSIG").section("ANSWER", "RRSIG")
+    finally:
+        testbed.fault("c2.de", "repair")
+    tags = {rd.split()[6] for _, _, rd in before}
+    assert after and not tags & {rd.split()[6] for _, _, rd in after}
+
+
 def test_cname_chain_followed_inside_zone_only(testbed: Testbed) -> None:
     r = dig(testbed, CHILD, "chain.alias.de")
     assert [t for _, t, _ in r.section("ANSWER") if t != "RRSIG"] == ["CNAME", "A"]

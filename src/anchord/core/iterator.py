@@ -123,8 +123,11 @@ def gather_signatures(msg: dns.message.Message) -> None:
                 sigs.setdefault((rrset.name, int(rrset.covers)), []).append(index)
             else:
                 data.setdefault((rrset.name, int(rrset.rdtype)), []).append(index)
+    # For an RRSIG question the answer's signatures are the answer itself: they stay
+    # (Unbound's parser copies them for qtype RRSIG rather than moving them).
+    asked_rrsig = bool(msg.question) and msg.question[0].rdtype == dns.rdatatype.RRSIG
     for key, homes in data.items():
-        found = sigs.get(key)
+        found = [i for i in sigs.get(key, ()) if not (asked_rrsig and i == 0)]
         if not found:
             continue
         home_index = homes[0]

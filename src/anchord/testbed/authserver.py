@@ -3,9 +3,10 @@
 It answers as RFC 1034 4.3.2 describes, with the DNSSEC additions of RFC 4035 3.1 and
 RFC 5155 7.2: AA answers, referrals with DS (or the proof there is none), NXDOMAIN and
 NODATA with NSEC/NSEC3 proofs, wildcard expansion with its next-closer proof, CNAME
-chains inside one zone. Each listening address answers only for the zones hosted there,
-so a resolver walking root -> de -> child really changes servers. Faults from
-faults.py are applied per answer.
+chains inside one zone, RRSIG questions answered with the signatures at the name (as
+NSD, Knot and BIND answer them). Each listening address answers only for the zones
+hosted there, so a resolver walking root -> de -> child really changes servers. Faults
+from faults.py are applied per answer.
 """
 
 from __future__ import annotations
@@ -267,6 +268,28 @@ class Authority:
                 section.append(self._rrset(zone, owner, sigs, as_name))
         return True
 
+    def _add_signatures(self, zone: ServedZone, section: list[dns.rrset.RRset], owner: Name,
+                        as_name: Name | None = None) -> bool:
+        """Every RRSIG at `owner` (an explicit RRSIG question); False if there are none.
+
+        NSD, Knot and BIND answer such a question with the signatures of every RRset at
+        the name, with or without DO: the client asked for those records by type (RFC
+        3225: records matching an explicit question go out whatever the DO bit), and
+        RRSIGs are not signed themselves (RFC 4035 2.2). A faulted zone serves the
+        signatures its fault puts beside the data."""
+        node = zone.nodes.get(owner, {})
+        found = False
+        for rdtype, covers in sorted(node):
+            if rdtype != RRSIG:
+                continue
+            covered = node.get((covers, 0))
+            sigs = node[(rdtype, covers)] if covered is None else self.faults.signatures(
+                zone.origin, owner, covered, node[(rdtype, covers)])
+            if sigs is not None:
+                section.append(self._rrset(zone, owner, sigs, as_name))
+                found = True
+        return found
+
     def _lookup(self, zone: ServedZone, qname: Name, qtype: int, do: bool, out: _Answer) -> None:
         name = qname
         for _ in range(MAX_CNAME_HOPS):
@@ -281,6 +304,10 @@ class Authority:
                     for rdtype, covers in sorted(node):
                         if covers == 0 and rdtype not in (RRSIG, NSEC):
                             self._add(zone, out.answer, name, rdtype, do)
+                    return
+                if qtype == RRSIG:
+                    if not self._add_signatures(zone, out.answer, name):
+                        self._nodata(zone, name, qtype, do, out)  # an unsigned zone
                     return
                 if self._add(zone, out.answer, name, qtype, do):
                     if qtype == NS and name == zone.origin:
@@ -324,7 +351,11 @@ class Authority:
         out: _Answer,
     ) -> bool:
         """Answer from the wildcard; True if a CNAME was added (caller follows it)."""
-        if self._add(zone, out.answer, wildcard, qtype, do, as_name=name):
+        if qtype == RRSIG:
+            added = self._add_signatures(zone, out.answer, wildcard, as_name=name)
+        else:
+            added = self._add(zone, out.answer, wildcard, qtype, do, as_name=name)
+        if added:
             self._no_such_name(zone, name, ce, do, out, wildcard_too=False)
             return False
         if qtype != CNAME and self._add(zone, out.answer, wildcard, CNAME, do, as_name=name):
