@@ -102,3 +102,12 @@ def test_values_that_would_answer_nothing_stop_start_up(
         _load(tmp_path, f"[{table}]\n{key} = {value}\n")
     text = str(e.value)
     assert f"'{table}.{key}" in text and words in text and "\n" not in text
+
+
+def test_the_file_read_is_remembered_absolute(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard shows it in its commands (`-c FILE`), run from any folder."""
+    (tmp_path / "anchord.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("anchord.toml").source_file == str(tmp_path / "anchord.toml")
+    assert load_config(None).source_file == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import dns.asyncquery
@@ -10,6 +11,7 @@ import dns.rcode
 from aiohttp import web
 
 from anchord.control.api import Control
+from anchord.control.config import load_config
 from anchord.control.dashboard import Dashboard, Recent, ede_title
 from tests.conftest import World
 from tests.test_control_api import BOGUS, Client, run_api
@@ -45,11 +47,48 @@ def test_page_is_html_and_shows_ntas_answers_and_edes(world: World, tmp_path: Pa
         assert "6 <span class=muted>DNSSEC Bogus</span>" in page
         assert "33 <span class=muted>Negative Trust Anchor</span>" in page
         assert "SERVFAIL" in page and "NOERROR" in page
-        assert "anchord nta remove bogus.de. -c FILE" in page
+        # The world's config was not read from a file: the commands take no -c.
+        assert "anchord nta remove bogus.de.</pre>" in page and "-c FILE" not in page
         assert "anchord nta add ZONE --lifetime 1h" in page
         assert f"dig +dnssec NAME @127.0.0.1 -p {port}" in page
         async with api.session.get(api.base + "/dashboard") as resp:
             assert resp.status == 200 and "bogus.de." in await resp.text()
+
+    run_api(world, tmp_path, body)
+
+
+def test_next_steps_name_the_config_file_the_server_runs_with(world: World,
+                                                              tmp_path: Path) -> None:
+    """`-c FILE` left the operator to guess which file; the page shows the real one,
+    quoted for the shell (a folder name with a space is common on some systems)."""
+    folder = tmp_path / "etc anchord"
+    folder.mkdir()
+    (folder / "anchord.toml").write_text("[log]\nlevel = \"info\"\n")
+    world.config.source_file = load_config(folder / "anchord.toml").source_file
+
+    async def body(control: Control, api: Client) -> None:
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de"})
+        assert status == 201, doc
+        status, page = await api.call("GET", "/", token=None)
+        assert status == 200 and "FILE" not in page
+        quoted = html.escape(f"'{folder}/anchord.toml'")
+        assert f"anchord nta remove bogus.de. -c {quoted}</pre>" in page
+        assert f"anchord nta list -c {quoted}</pre>" in page
+
+    run_api(world, tmp_path, body)
+
+
+def test_next_steps_without_a_config_file_say_where_to_run_them(world: World,
+                                                                 tmp_path: Path) -> None:
+    """Started without -c, the server runs on the defaults and finds its token file in
+    its own folder; the CLI, given no -c either, looks in the folder it runs in."""
+    assert world.config.source_file == ""
+
+    async def body(control: Control, api: Client) -> None:
+        status, page = await api.call("GET", "/", token=None)
+        assert status == 200 and "-c " not in page and "FILE" not in page
+        assert "without a config file" in page
+        assert html.escape(str(Path.cwd() / "anchord-control.token")) in page
 
     run_api(world, tmp_path, body)
 

@@ -8,6 +8,7 @@ and what is wrong (ConfigError). Every option and its default is listed in the R
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 import types
 import typing
@@ -183,6 +184,9 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     # The folder relative paths are resolved against (the config file's own).
     base_dir: str = "."
+    # The file this was read from, absolute ("" for the defaults): the dashboard puts it
+    # in the commands it suggests, which must read the same file to find API and token.
+    source_file: str = ""
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
@@ -244,13 +248,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported option type {tp!r}")
 
 
+# Config fields set by load_config, not options a file may set.
+_NOT_OPTIONS = frozenset({"base_dir", "source_file"})
+
+
 def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
     hints = typing.get_type_hints(type(obj))
     known = {f.name: f for f in fields(obj)}
     for key, value in table.items():
         path = f"{where}.{key}" if where else key
-        if key not in known or key == "base_dir":
-            options = ", ".join(sorted(k for k in known if k != "base_dir"))
+        if key not in known or key in _NOT_OPTIONS:
+            options = ", ".join(sorted(k for k in known if k not in _NOT_OPTIONS))
             raise ConfigError(f"unknown key '{path}' (known here: {options})")
         tp = hints[key]
         current = getattr(obj, key)
@@ -461,6 +469,8 @@ def load_config(path: str | Path | None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     cfg.base_dir = str(p.resolve().parent)
+    # abspath, not resolve(): the name the operator gave, not a symlink's target.
+    cfg.source_file = os.path.abspath(p)
     try:
         _fill(cfg, table, "")
         _validate(cfg)
@@ -474,7 +484,7 @@ def defaults_as_toml() -> str:
     lines: list[str] = []
     cfg = Config()
     for section in fields(cfg):
-        if section.name == "base_dir":
+        if section.name in _NOT_OPTIONS:
             continue
         lines.append(f"[{section.name}]")
         obj = getattr(cfg, section.name)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import collections
 import html
 import json
+import os
+import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -227,7 +229,23 @@ class Dashboard:
 
     def _next_steps(self, ntas: list[dict[str, Any]],
                     recent: tuple[float, dict[str, int]] | None) -> str:
-        c = "-c FILE"  # the config `anchord serve` runs with: the CLI finds API and token
+        # The CLI finds the API and its token through the config `anchord serve` runs
+        # with, so the commands name that file, as the shell must read it.
+        cfg = self.control.config
+        if cfg.source_file:
+            c = f" -c {shlex.quote(cfg.source_file)}"
+            where = (f"The commands read the API address and token from "
+                     f"<code>{_e(cfg.source_file)}</code>, the config file "
+                     "<code>anchord serve</code> runs with.")
+        else:
+            # No -c: both sides use the defaults, and the token file is relative to the
+            # folder each runs in, so the CLI must run where the server was started.
+            c = ""
+            token = os.path.abspath(cfg.path(cfg.control.token_file))
+            where = ("<code>anchord serve</code> runs without a config file (the "
+                     "defaults): run the commands without <code>-c</code> in the folder "
+                     "it was started in, where they find its token "
+                     f"(<code>{_e(token)}</code>).")
         dns_at = self._dns_endpoints()
         host, port = dns_at[0] if dns_at else ("127.0.0.1", 53)
         at = f"@{host}" + ("" if port == 53 else f" -p {port}")
@@ -235,20 +253,19 @@ class Dashboard:
             ("See why a name fails: the EDE text names the zone, record and key tag",
              f"dig +dnssec NAME {at}"),
             ("A zone above your users is broken (bogus): let its names resolve",
-             f'anchord nta add ZONE --lifetime 1h --reason "what broke, ticket" {c}'),
+             f'anchord nta add ZONE --lifetime 1h --reason "what broke, ticket"{c}'),
         ]
         cmds += [(f"Once {n['zone']} validates again (the recheck also ends it by itself): "
                   "end its NTA now",
-                  f"anchord nta remove {n['zone']} {c}") for n in ntas]
+                  f"anchord nta remove {n['zone']}{c}") for n in ntas]
         cmds += [
             ("After fixing or lifting an NTA, drop answers cached meanwhile",
-             f"anchord cache flush ZONE {c}"),
-            ("NTAs as a table or JSON", f"anchord nta list {c}"),
+             f"anchord cache flush ZONE{c}"),
+            ("NTAs as a table or JSON", f"anchord nta list{c}"),
         ]
         items = "".join(f"<li>{_e(why)}<pre>{_e(cmd)}</pre></li>" for why, cmd in cmds)
         return (f"<section class=\"next\"><h2>What to do next</h2><ol>{items}</ol>"
-                '<p class="muted">FILE is the config file <code>anchord serve</code> runs '
-                "with (the commands read the API address and token from it). "
+                f'<p class="muted">{where} '
                 "JSON: <code>/v1/status</code>, <code>/v1/nta</code>; metrics: "
                 "<code>/metrics</code>.</p></section>")
 
