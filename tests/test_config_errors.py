@@ -111,3 +111,19 @@ def test_the_file_read_is_remembered_absolute(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     assert load_config("anchord.toml").source_file == str(tmp_path / "anchord.toml")
     assert load_config(None).source_file == ""
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Windows editors (Notepad, PowerShell's Out-File) start UTF-8 files with a BOM;
+    tomllib calls it an 'Invalid statement (at line 1, column 1)', which names nothing
+    the operator can see. It carries no content, so it is dropped before parsing."""
+    p = tmp_path / "a.toml"
+    p.write_bytes(b"\xef\xbb\xbf[cache]\nmax_ttl = 600\n")
+    assert load_config(p).cache.max_ttl == 600
+    p.write_bytes(b"\xef\xbb\xbf[cache]\nmaxttl = 600\n")
+    with pytest.raises(ConfigError, match="unknown key 'cache.maxttl'"):
+        load_config(p)
+    # Only a leading BOM is a BOM; elsewhere U+FEFF is a character TOML does not allow.
+    p.write_bytes(b"[cache]\n\xef\xbb\xbfmax_ttl = 600\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(p)

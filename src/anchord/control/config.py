@@ -465,7 +465,9 @@ def load_config(path: str | Path | None) -> Config:
         # One line for a missing file, a folder or an unreadable file alike.
         raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     try:
-        table = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig drops a leading byte order mark, which Windows editors write and
+        # tomllib rejects as "Invalid statement" at 1:1; one anywhere else stays an error.
+        table = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     cfg.base_dir = str(p.resolve().parent)
