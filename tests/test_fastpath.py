@@ -205,6 +205,47 @@ def test_nta_and_flush_reach_the_fast_path_at_once(hierarchy: Hierarchy) -> None
     run(hierarchy, body)
 
 
+def test_rd0_gets_the_cached_answer_or_refused_the_same_bytes_on_both_paths(
+        hierarchy: Hierarchy) -> None:
+    """A query without RD starts no recursion; the fast path, whose key holds the RD
+    bit, neither answers it from an RD=1 entry nor gives it other bytes than the full
+    path: a REFUSED is never entered, a cached answer only as the full path renders it."""
+    async def body(p: Pair) -> None:
+        fp = p.frontends[0].fast
+        assert fp is not None
+        norec, rec = _query("www.c5.de.", rd=False, do=True), _query("www.c5.de.", do=True)
+
+        def sent_for_c5() -> list[int]:
+            return [sum("c5.de" in s for _, s in w.transport.sent) for w in p.worlds]
+
+        for _ in range(2):  # not cached: refused, and nothing asked upstream
+            fast, plain = await p.both(norec)
+            _same(fast, plain, norec)
+            r = dns.message.from_wire(fast)
+            assert r.rcode() == dns.rcode.REFUSED and not r.flags & dns.flags.RD
+            assert [o.code for o in r.options] == [20]
+        assert sent_for_c5() == [0, 0] and not fp.table
+        for _ in range(3):  # resolved with RD, then answered from the fast path
+            await p.both(rec)
+        hits = fp.hits
+        assert hits >= 1
+        for _ in range(3):
+            fast, plain = await p.both(norec)
+            _same(fast, plain, norec)
+            r = dns.message.from_wire(fast)
+            assert r.rcode() == dns.rcode.NOERROR and r.answer and r.flags & dns.flags.AD
+            assert not r.flags & dns.flags.RD and r.flags & dns.flags.RA
+        assert fp.hits == hits + 2  # the first RD=0 question came from the full path
+        p.advance(400)  # past the TTL: a query with RD would refresh; RD=0 does not
+        before = sent_for_c5()
+        fast, plain = await p.both(norec)
+        _same(fast, plain, norec)
+        assert dns.message.from_wire(fast).rcode() == dns.rcode.REFUSED
+        assert sent_for_c5() == before
+
+    run(hierarchy, body)
+
+
 def test_acl_is_checked_before_the_fast_path(hierarchy: Hierarchy) -> None:
     async def body(p: Pair) -> None:
         fe = p.frontends[0]

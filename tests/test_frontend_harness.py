@@ -39,6 +39,9 @@ class FakeResolver:
             return Outcome(question, answer=(rr,), security=Security.SECURE)
         return Outcome(question)
 
+    async def resolve_norec(self, question: Question, cd: bool) -> Outcome:
+        return await self.resolve(question, cd)  # no cache here to answer from
+
     def start_background(self, loop: asyncio.AbstractEventLoop) -> None:
         self.started = True
 

@@ -50,6 +50,9 @@ def _default_hints() -> dict[str, list[str]]:
     return {name: [v4, v6] for name, v4, v6 in ROOT_HINTS}
 
 
+NONRECURSIVE_MODES = ("cache", "refuse", "recurse")  # server.nonrecursive
+
+
 class ConfigError(Exception):
     """A problem with the configuration, as one line an operator can act on."""
 
@@ -62,6 +65,10 @@ class ServerConfig:
     tcp_idle_timeout: float = 10.0
     max_tcp_clients: int = 256
     fast_path: bool = True
+    # A query without RD (recursion desired): "cache" answers it from the cache and
+    # never resolves for it, "refuse" refuses every one, "recurse" resolves it as if RD
+    # were set. Why "cache" by default: Driver.resolve_norec.
+    nonrecursive: str = "cache"
 
 
 @dataclass(slots=True)
@@ -314,6 +321,9 @@ def _validate(cfg: Config) -> None:
     if not cfg.server.listen:
         raise ConfigError("key 'server.listen': empty: the resolver would listen nowhere")
     _check_range("server.workers", cfg.server.workers, 1, 256)
+    if cfg.server.nonrecursive not in NONRECURSIVE_MODES:
+        raise ConfigError(f"key 'server.nonrecursive': {cfg.server.nonrecursive!r} is not "
+                          + "/".join(NONRECURSIVE_MODES))
     # Values that would start a resolver that answers nothing (every TCP connection cut,
     # every question a SERVFAIL) are refused here, not discovered by the clients.
     _check_range("server.tcp_idle_timeout", cfg.server.tcp_idle_timeout, 0.1, 3600)

@@ -130,6 +130,23 @@ class Resolver:
 
     # -- the public entry -----------------------------------------------------------------------
     async def resolve(self, question: Question, cd: bool = False) -> Outcome:
+        cached = self.from_cache(question, cd)
+        if cached is not None:
+            return cached
+        now = self.clock.now()
+        entry = self.answers.get(question)
+        state = entry.state(now) if entry is not None else EntryState.DEAD
+        stale = entry if state is EntryState.STALE and self.config.serve_stale.enabled else None
+        outcome = await self.resolve_uncached(question, cd=cd)
+        return self.settle(question, outcome, stale or self._revivable(entry, state))
+
+    def from_cache(self, question: Question, cd: bool = False) -> Outcome | None:
+        """What resolve() answers without asking upstream, or None where it would ask.
+
+        A fresh answer; a stale one while a failed refresh is being waited out; a cached
+        failure (RFC 9520). An expired answer whose refresh is due is None: answering it
+        stale is for when a refresh has failed (RFC 8767), and this starts none. Queries
+        without RD are answered from here alone (Driver.resolve_norec)."""
         now = self.clock.now()
         entry = self.answers.get(question)
         state = entry.state(now) if entry is not None else EntryState.DEAD
@@ -150,8 +167,7 @@ class Resolver:
                 return self.stale_answer(stale, *failed.outcome.edes)
             return replace(failed.outcome, freshness=Freshness.CACHED_FAILURE).with_edes(
                 cached_ede)
-        outcome = await self.resolve_uncached(question, cd=cd)
-        return self.settle(question, outcome, stale or self._revivable(entry, state))
+        return None
 
     # -- prefetch (Unbound's): refresh popular answers before they expire ------------------
     def prefetch_at(self, entry: AnswerEntry) -> float:

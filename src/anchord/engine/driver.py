@@ -16,10 +16,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 
 import dns.name
+import dns.rcode
 
 from anchord.control.config import Config
 from anchord.core.cache import EntryState
-from anchord.core.outcome import EdeCode, Outcome, Question, Security
+from anchord.core.outcome import Ede, EdeCode, Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
 from anchord.core.resolution import Resolver
 from anchord.core.trustmap import NegativeAnchor, TrustKind, TrustMap
@@ -123,6 +124,37 @@ class Driver:
             if not done:
                 return core.stale_answer(entry)
         return self._noted(question, await asyncio.shield(task))
+
+    async def resolve_norec(self, question: Question, cd: bool = False) -> Outcome:
+        """A client's query without RD (recursion desired): server.nonrecursive decides.
+
+        "cache" (the default) answers what is in the cache, exactly what a query with RD
+        would get from it now (core.from_cache: also a cached failure, or a stale answer
+        while a failed refresh is waited out), and never starts a resolution, a refresh
+        or a prefetch for it: RD=0 asks for no recursion (RFC 1034 4.3.1). Knot Resolver
+        answers RD=0 so by default, and BIND from its cache (allow-query-cache). What is
+        not cached is refused as Unbound refuses an RD=0 query it will not serve (its
+        default access-control "allow"): REFUSED with EDE 20 (Not Authoritative); PowerDNS
+        Recursor 5 refuses RD=0 likewise (allow-no-rd). Not SERVFAIL, as Knot Resolver
+        answers it: nothing failed, and cache snooping must not show up as failures in
+        the metrics and on the dashboard. (Unbound's allow_snoop and BIND refer the
+        client to the closest cached delegation instead; anchord does not make
+        referrals.) "refuse" is Unbound's and PowerDNS's default (no cache snooping at
+        all); "recurse" resolves as if RD were set (Unbound's allow_setrd)."""
+        mode = self.config.server.nonrecursive
+        if mode == "recurse":
+            return await self.resolve(question, cd)
+        if mode == "cache":
+            cached = self.core.from_cache(question, cd)
+            if cached is not None:
+                return cached
+            why = (f"{question} is not in the cache, and a query without RD (recursion "
+                   "desired) is answered from the cache only")
+        else:
+            why = ("a query without RD (recursion desired) is refused here "
+                   '(server.nonrecursive = "refuse")')
+        return Outcome(question, dns.rcode.REFUSED,
+                       edes=(Ede(EdeCode.NOT_AUTHORITATIVE, why),))
 
     def _noted(self, question: Question, outcome: Outcome) -> Outcome:
         """Remember a question answered under an NTA for the NTA's recheck."""

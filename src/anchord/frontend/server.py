@@ -41,6 +41,8 @@ _LENGTH = struct.Struct("!H")
 class Resolver(Protocol):
     async def resolve(self, question: Question, cd: bool) -> Outcome: ...
 
+    async def resolve_norec(self, question: Question, cd: bool) -> Outcome: ...
+
 
 @dataclass(slots=True)
 class FrontendStats:
@@ -143,7 +145,9 @@ class Frontend:
 
     async def _answer(self, query: ClientQuery, key: Key | None = None) -> bytes:
         try:
-            outcome = await self.resolver.resolve(query.question, query.cd)
+            # Without RD the resolver decides what may be answered (server.nonrecursive).
+            resolve = self.resolver.resolve if query.rd else self.resolver.resolve_norec
+            outcome = await resolve(query.question, query.cd)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - last resort: a resolver bug must not go silent
