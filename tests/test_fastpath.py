@@ -9,6 +9,7 @@ NTAs and flushes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -253,7 +254,8 @@ def test_acl_is_checked_before_the_fast_path(hierarchy: Hierarchy) -> None:
         for _ in range(3):
             await exchange(p.ports[0], wire)
         assert fe.fast is not None and fe.fast.hits == 1
-        fe.acl._cache["127.0.0.1"] = False  # the ACL now refuses loopback
+        fe.acl.networks = [ipaddress.ip_network("192.0.2.0/24")]  # now refuses loopback
+        fe.acl.clear()
         r = dns.message.from_wire(await exchange(p.ports[0], wire))
         assert r.rcode() == dns.rcode.REFUSED and fe.fast.hits == 1
 

@@ -294,6 +294,7 @@ class Control:
                 "queries": st.queries, "udp_queries": st.udp_queries,
                 "tcp_queries": st.tcp_queries, "dropped": st.dropped, "formerr": st.formerr,
                 "refused_acl": st.refused_acl, "truncated": st.truncated,
+                "send_dropped": st.send_dropped,
                 "crashes": st.crashes,
                 "responses": {rcode_name(k): v for k, v in sorted(st.responses.items())},
                 "ede": {str(k): v for k, v in sorted(getattr(st, "edes", {}).items())},

@@ -39,6 +39,8 @@ _PLAIN_COUNTERS = {
     "formerr": "Queries answered FORMERR.",
     "refused_acl": "Queries refused by access control.",
     "truncated": "Responses sent with TC set.",
+    "send_dropped": "UDP replies not sent: the socket's send buffer stayed full, or the "
+                    "kernel refused them.",
     "crashes": "Queries that hit the last-resort error handler (each one is a bug).",
     "tcp_connections": "TCP connections accepted.",
     "tcp_rejected": "TCP connections closed for exceeding server.max_tcp_clients.",

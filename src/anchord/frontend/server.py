@@ -25,9 +25,11 @@ import dns.rcode
 
 from anchord.control.config import ServerConfig, parse_endpoint
 from anchord.core.outcome import Ede, EdeCode, Outcome, Question
+from anchord.frontend import mmsg
 from anchord.frontend.fastpath import FastPath, Key, fast_key
 from anchord.frontend.render import PROHIBITED, render_outcome, render_rejection
 from anchord.frontend.request import ClientQuery, Reason, Rejection, parse_query
+from anchord.frontend.udpbatch import BATCH, BatchedUdp
 
 log = logging.getLogger("anchord.frontend")
 
@@ -44,6 +46,10 @@ class Resolver(Protocol):
     async def resolve_norec(self, question: Question, cd: bool) -> Outcome: ...
 
 
+class _Listener(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class FrontendStats:
     """Counters for metrics; plain ints because only the event loop thread writes them."""
@@ -56,6 +62,7 @@ class FrontendStats:
     formerr: int = 0
     refused_acl: int = 0
     truncated: int = 0
+    send_dropped: int = 0  # replies not sent: send buffer full past the queue, refused
     crashes: int = 0  # last-resort handler hits: each one is a bug
     tcp_connections: int = 0
     tcp_rejected: int = 0  # connections over max_tcp_clients
@@ -69,11 +76,18 @@ class FrontendStats:
 
 
 class AccessControl:
-    """Source network check (Unbound's 'allow' / 'refuse'); results cached per address."""
+    """Source network check (Unbound's 'allow' / 'refuse'); results cached per address.
+
+    Two caches: `_cache` by the host string (the full path's check) and `raw`, by the
+    sender's raw address bytes, for the batched UDP reader's fast path (udpbatch.py):
+    it mirrors verdicts already in `_cache`, so a fast-path hit needs no string made
+    from the address, and it is emptied whenever `_cache` is.
+    """
 
     def __init__(self, networks: list[str]) -> None:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
         self._cache: dict[str, bool] = {}
+        self.raw: dict[bytes, bool] = {}
 
     def allows(self, host: str) -> bool:
         hit = self._cache.get(host)
@@ -87,9 +101,25 @@ class AccessControl:
             ip = ip.ipv4_mapped
         allowed = any(ip in net for net in self.networks)
         if len(self._cache) >= _ACL_CACHE:
-            self._cache.clear()  # crude but bounded: a scan cannot grow it
+            self.clear()  # crude but bounded: a scan cannot grow it
         self._cache[host] = allowed
         return allowed
+
+    def cached(self, raw: bytes, host: str) -> bool | None:
+        """The cached verdict for `host` (None: not checked yet), remembered under its
+        raw address bytes too; only a cached verdict is copied, so the first datagram
+        from a source always takes the full path and its check."""
+        verdict = self._cache.get(host)
+        if verdict is not None:
+            if len(self.raw) >= _ACL_CACHE:
+                self.raw.clear()
+            self.raw[raw] = verdict
+        return verdict
+
+    def clear(self) -> None:
+        """Forget every cached verdict (both caches)."""
+        self._cache.clear()
+        self.raw.clear()
 
 
 def _refusal(parsed: ClientQuery | Rejection) -> Rejection:
@@ -111,7 +141,7 @@ class Frontend:
         self.stats = stats if stats is not None else FrontendStats()
         self.acl = AccessControl(config.access_control)
         self.bound: list[tuple[str, str, int]] = []  # (proto, host, port) actually bound
-        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp: list[_Listener] = []  # asyncio transports or BatchedUdp readers
         self._tcp: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_clients = 0
@@ -304,6 +334,12 @@ class Frontend:
         raise OSError(errno.EADDRINUSE, "no free port")  # pragma: no cover
 
     async def _serve_udp(self, sock: socket.socket) -> None:
+        # With the fast path on, batched system calls (udpbatch.py) where Linux has them;
+        # else, and with the fast path off, the event loop's own datagram endpoint.
+        batched = mmsg.MmsgSocket.open(sock, BATCH) if self.config.fast_path else None
+        if batched is not None:
+            self._udp.append(BatchedUdp(sock, batched, self))
+            return
         loop = asyncio.get_running_loop()
         frontend = self
         fast = self.fast
