@@ -21,6 +21,16 @@ into the question, and brings each TTL down to max(0, ttl - int(now - stored_at)
 same arithmetic as core.cache.aged_outcome, so the bytes equal the full path's. The TTLs
 are re-patched at most once per second of age (the patched body is kept).
 
+The batched UDP reader (udpbatch.py) looks first in `hot`: the exact bytes after the ID
+-> the entry whose kept body answers them as they are (the same case in the question).
+Each entry knows the clock readings for which its body is exact: int(now - stored_at)
+equals the age it was patched for, and now < expires_at (FastEntry.since/until, worked
+out with the float subtraction itself, so no reading on a boundary differs). A hot hit
+is one dict lookup and one comparison; anything else takes body_at, which re-patches and
+refills `hot`. An entry that leaves the table is retired (its window emptied) or `hot`
+is cleared with the table. Hits are counted in a tally per kind of answer (rcode, EDEs,
+TC) and added to the stats by settle(), once per batch and before its replies leave.
+
 Exactness rules:
 - an entry is used only while the cache entry it mirrors is FRESH (now < expires_at)
   and, with cache.prefetch, only until a prefetch is due (core.prefetch_at);
@@ -38,6 +48,7 @@ Exactness rules:
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -123,12 +134,27 @@ def _skip_name(wire: bytes, i: int) -> int:
         i += length + 1
 
 
+Signature = tuple[int, tuple[int, ...], bool]  # what a hit counts: rcode, EDE codes, TC
+
+
+def _first_at(stored_at: float, age: int) -> float:
+    """The smallest float x with x - stored_at >= age as Python computes it: from there
+    on int(x - stored_at) is at least `age` (the subtraction rounds monotonically)."""
+    x = stored_at + age
+    while x - stored_at >= age:
+        x = math.nextafter(x, -math.inf)
+    while x - stored_at < age:
+        x = math.nextafter(x, math.inf)
+    return x
+
+
 class FastEntry:
     __slots__ = ("expires_at", "stored_at", "template", "offsets", "qbytes", "qend",
-                 "age", "body", "head", "tail", "rcode", "edes", "truncated")
+                 "age", "body", "head", "tail", "rcode", "edes", "truncated", "tally",
+                 "since", "until")
 
     def __init__(self, template: bytes, qend: int, stored_at: float, expires_at: float,
-                 edes: tuple[int, ...]) -> None:
+                 edes: tuple[int, ...], tally: list[int] | None = None) -> None:
         self.template = template
         self.offsets = tuple(ttl_offsets(template))
         self.qend = qend
@@ -138,13 +164,22 @@ class FastEntry:
         self.rcode = template[3] & 0xF
         self.truncated = bool(template[2] & 0x02)
         self.edes = edes
+        # Hits not yet added to the stats, shared by every entry of the same Signature
+        # (FastPath.settle adds them up): one increment per hit instead of five.
+        self.tally = tally if tally is not None else [0]
         self.age = -1
         self.body = b""
         self.head = b""
         self.tail = b""
+        # The clock readings for which `body` is the answer as is: int(now - stored_at)
+        # == age and now < expires_at (set by at_age; empty until then, and again once
+        # the entry leaves the table). FastPath.hot serves on one comparison of now.
+        self.since = math.inf
+        self.until = -math.inf
 
-    def at_age(self, age: int) -> None:
-        """Re-patch the TTLs for `age` whole seconds since the answer was stored."""
+    def at_age(self, age: int, aging: bool = True) -> None:
+        """Re-patch the TTLs for `age` whole seconds since the answer was stored
+        (aging False: cache.serve_original_ttl, the age stays 0 for good)."""
         if self.offsets:
             buf = bytearray(self.template)
             pack = _TTL.pack_into
@@ -157,6 +192,15 @@ class FastEntry:
         self.head = body[:10]
         self.tail = body[self.qend - 2:]
         self.age = age
+        if aging:
+            self.since = _first_at(self.stored_at, age)
+            self.until = min(_first_at(self.stored_at, age + 1), self.expires_at)
+        else:
+            self.since, self.until = -math.inf, self.expires_at
+
+    def retire(self) -> None:
+        """Out of the table: never served from FastPath.hot again."""
+        self.since, self.until = math.inf, -math.inf
 
 
 class FastPath:
@@ -174,12 +218,17 @@ class FastPath:
         # same bytes, so most packets skip even the small parser (fast_key is a pure
         # function of wire[2:]). Bounded like the table.
         self.shapes: dict[bytes, tuple[Key, int] | None] = {}
+        # Exact query bytes after the ID -> the entry whose body answers them as they
+        # are (same case in the question): the batched reader's first look, valid while
+        # since <= now < until. Entries leave it by retire() or by clear_all().
+        self.hot: dict[bytes, FastEntry] = {}
         self._now = self.clock.now
         self.generation = self.trust.generation
         # cache.serve_original_ttl: TTLs are answered as received, never aged.
         self.original_ttl = bool(driver.core.config.cache.serve_original_ttl)
         self.hits = 0
         self.learned = 0
+        self.tallies: dict[Signature, list[int]] = {}
         listeners = getattr(driver, "forget_listeners", None)
         if listeners is not None:
             listeners.append(self.forget)
@@ -195,7 +244,20 @@ class FastPath:
         return FastPath(resolver, stats, max_entries)
 
     def forget(self, _zone: object = None) -> None:
+        self.clear_all()
+
+    def clear_all(self) -> None:
+        """Drop every entry (a flush, an NTA change, a new trust-map generation)."""
         self.table.clear()
+        self.hot.clear()
+
+    def begin(self) -> dict[bytes, FastEntry]:
+        """Before a batch: a trust-map change drops the table (as answer() does per
+        query; nothing else can change it until the batch is done); the hot map."""
+        if self.trust.generation != self.generation:
+            self.clear_all()
+            self.generation = self.trust.generation
+        return self.hot
 
     # -- the hot path -------------------------------------------------------------------
     def key_of(self, wire: bytes) -> tuple[Key, int] | None:
@@ -213,36 +275,61 @@ class FastPath:
 
     def answer(self, key: Key, qend: int, wire: bytes) -> bytes | None:
         """The reply for a keyed query from the table, counted in the stats; or None."""
+        body = self.body_at(key, qend, wire[2:], self._now())
+        if body is None:
+            return None
+        self.settle()
+        return wire[:2] + body
+
+    def body_at(self, key: Key, qend: int, shape: bytes, now: float) -> bytes | None:
+        """answer() for the query's bytes after the ID (`shape`), as of `now`, without
+        the ID in front and with the hit counted in its entry's tally only. The batched
+        reader (udpbatch.py) sends the query's own ID bytes before the body, reads the
+        clock once per batch and calls settle() once per batch, before the replies
+        leave (so the stats are current when a client sees one)."""
         if self.trust.generation != self.generation:
-            self.table.clear()
+            self.clear_all()
             self.generation = self.trust.generation
             return None
         entry = self.table.get(key)
         if entry is None:
             return None
-        now = self._now()
         if now >= entry.expires_at:
             del self.table[key]
+            entry.retire()
             return None
         age = 0 if self.original_ttl else int(now - entry.stored_at)
         if age != entry.age:
-            entry.at_age(age)
-        qb = wire[12:qend]
+            entry.at_age(age, not self.original_ttl)
+        qb = shape[10:qend - 2]
         if qb == entry.qbytes:
-            reply = wire[:2] + entry.body
+            body = entry.body
+            hot = self.hot
+            if len(hot) >= self.max_entries:
+                hot.clear()
+            hot[shape] = entry
         else:
-            reply = b"".join((wire[:2], entry.head, qb, entry.tail))
+            body = b"".join((entry.head, qb, entry.tail))  # the client's case
+        entry.tally[0] += 1
+        return body
+
+    def settle(self) -> None:
+        """Add the hits counted in the tallies to the stats (queries, responses by
+        rcode, EDEs, TC) and to self.hits."""
         st = self.stats
-        st.queries += 1
-        st.udp_queries += 1
-        st.responses[entry.rcode] += 1
-        if entry.edes:
-            for code in entry.edes:
-                st.edes[code] += 1
-        if entry.truncated:
-            st.truncated += 1
-        self.hits += 1
-        return reply
+        for (rcode, edes, truncated), tally in self.tallies.items():
+            n = tally[0]
+            if not n:
+                continue
+            tally[0] = 0
+            st.queries += n
+            st.udp_queries += n
+            st.responses[rcode] += n
+            for code in edes:
+                st.edes[code] += n
+            if truncated:
+                st.truncated += n
+            self.hits += n
 
     # -- entries are made on the full path -------------------------------------------------
     def learn(self, key: Key, query: ClientQuery, outcome: Outcome) -> None:
@@ -252,7 +339,7 @@ class FastPath:
                 or query.has_options:
             return
         if self.trust.generation != self.generation:
-            self.table.clear()
+            self.clear_all()
             self.generation = self.trust.generation
         entry = self.core.answers.get(query.question)
         if entry is None or entry.outcome is outcome:
@@ -273,9 +360,16 @@ class FastPath:
         if template[12:qend].lower() != key[0]:
             return
         if len(self.table) >= self.max_entries:
-            self.table.clear()  # crude but bounded; repeat questions come back at once
-        self.table[key] = FastEntry(template, qend, entry.stored_at, until,
-                                    tuple(int(e.code) for e in base.edes))
+            self.clear_all()  # crude but bounded; repeat questions come back at once
+        old = self.table.get(key)
+        if old is not None:
+            old.retire()  # the hot map may still point at it
+        edes = tuple(int(e.code) for e in base.edes)
+        signature = (template[3] & 0xF, edes, bool(template[2] & 0x02))
+        tally = self.tallies.get(signature)
+        if tally is None:
+            tally = self.tallies[signature] = [0]
+        self.table[key] = FastEntry(template, qend, entry.stored_at, until, edes, tally)
         self.learned += 1
 
 
