@@ -13,14 +13,21 @@ slots and the data buffers. The hot loop touches them through one memoryview wit
 precompiled struct formats (a ctypes attribute access costs several times more), so no
 ctypes object is made per datagram; ctypes is entered only for the two calls.
 
-Layout (one `hdrs` buffer): recv mmsghdr[batch] | send mmsghdr[batch] | address slot[batch]
-| recv iovec[batch] | send iovec[batch]. An address slot is as long as an mmsghdr, so
-slot i lies a fixed distance after receive header i and one struct unpack reads a
-datagram's flags, length and sender address together. Receive buffers are 65535 bytes (the largest
-UDP payload; a datagram never arrives cut), send buffers 4096 (a fast-path reply is at
-most 1232 bytes; anything larger goes out through sendto). The buffers come from
-ctypes, which allocates them zeroed by calloc: pages the kernel never writes into are
-never made resident, so the 4 MiB of receive space cost what is used.
+Layout (one `hdrs` buffer): recv mmsghdr[batch] | send mmsghdr[batch] | slot[batch] |
+recv iovec[2 * batch] | send iovec[2 * batch]. A slot is as long as an mmsghdr, so slot i
+lies a fixed distance after receive header i and one struct unpack reads a datagram's
+flags, length and sender address together. Slot i holds the sender's sockaddr and, at
+ID_AT, the datagram's first two bytes (the DNS ID): each read is scattered over two
+iovecs, the ID into the slot and the rest into a receive buffer. So the hot loop gets
+the bytes after the ID (the fast path's lookup key) with one copy, and a reply goes out
+as two iovecs again, the query's own ID bytes and the reply body after them: no ID is
+handled in Python at all.
+
+Receive buffers are 65535 bytes (the largest UDP payload: a datagram never arrives
+cut), send buffers 4096 (a fast-path reply is at most 1232 bytes; a larger one is
+handed back for sendto). The buffers come from ctypes, which allocates them zeroed by
+calloc: pages the kernel never writes into are never made resident, so the 4 MiB of
+receive space cost only what is used.
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ RECV_SIZE = 65535  # the largest UDP payload: no datagram is ever cut
 SEND_SIZE = 4096  # fast-path replies; a larger one is sent on its own
 # Receive slots are RECV_SIZE apart plus one cache line, so the first lines of the 64
 # buffers (the only part a query touches) do not all fall into the same cache set.
-_RECV_STRIDE = 65536 + 64
-MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
+RECV_STRIDE = 65536 + 64  # datagram i's bytes after the ID are at i * RECV_STRIDE in rbuf
+# Plain ints: socket's constants are IntFlag members, and `flags & IntFlag` goes through
+# the enum machinery (a measurable share of the hot loop when done per datagram).
+MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))
+MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
@@ -65,6 +74,8 @@ class _Mmsghdr(ctypes.Structure):
 
 
 _MM = ctypes.sizeof(_Mmsghdr)
+HDR_SIZE = _MM  # receive header i is at i * HDR_SIZE in hdrs, its slot a fixed way on
+ID_AT = 32  # the DNS ID's place in a slot, after the sockaddr (at most 28 bytes)
 _IOV = ctypes.sizeof(_Iovec)
 _PTR = ctypes.sizeof(ctypes.c_void_p)
 _SIZE_T = ctypes.sizeof(ctypes.c_size_t)
@@ -100,8 +111,10 @@ _HDR = _fields((_NAME, _PTRC), (_NAMELEN, _U32), (_IOVP, _PTRC), (_IOVLEN, _SIZE
 # What sendmmsg needs per reply: where to (name, namelen).
 _TO = _fields((_NAME, _PTRC), (_NAMELEN, _U32))
 _IOVEC = _fields((_Iovec.iov_base.offset, _PTRC), (_Iovec.iov_len.offset, _SIZEC))
+_IOV_BASE = _Iovec.iov_base.offset
 _IOV_LEN = _Iovec.iov_len.offset
 _SIZE = struct.Struct("=" + _SIZEC)
+_POINTER = struct.Struct("=" + _PTRC)
 
 
 def _libc() -> Any | None:
@@ -151,32 +164,32 @@ def sockaddr_to_tuple(raw: bytes, family: int) -> tuple[Any, ...]:
     return host, port, flowinfo, scope
 
 
-
 class MmsgSocket:
     """Batched reads and writes on one non-blocking UDP socket (see the module doc).
 
-    Per readable event: n = recv(); read(n) gives each datagram's (host, payload,
-    truncated); queue(i, reply) for the replies; flush(). A slot is valid until the
-    next recv().
+    Per readable event: n = recv(); for datagram i < n, meta(hdrs, i * HDR_SIZE) gives
+    (msg_flags, length, sender host bytes) and rbuf[i * RECV_STRIDE:][:length - 2] its
+    bytes after the ID (wire(i, length): the whole datagram); send([(i, body), ...])
+    answers datagrams with replies given without their first two bytes. Everything of
+    a datagram is valid until the next recv().
     """
 
     def __init__(self, sock: socket.socket, libc: Any, batch: int) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.family = sock.family
-        self.batch = batch
+        self.batch = b = batch
         self._recvmmsg = libc.recvmmsg
         self._sendmmsg = libc.sendmmsg
         self.namelen, host_at, host_len = address_layout(sock.family)
-        b = batch
         self._send_hdrs = b * _MM
-        self._names = 2 * b * _MM  # address slot i: _names + i * _MM (see the layout)
+        self._slots = 2 * b * _MM  # slot i: _slots + i * _MM (see the layout)
         self._recv_iov = 3 * b * _MM
-        self._send_iov = self._recv_iov + b * _IOV
-        total = self._send_iov + b * _IOV
+        self._send_iov = self._recv_iov + 2 * b * _IOV
+        total = self._send_iov + 2 * b * _IOV
         # ctypes memory (calloc'd, see the module doc), reached through memoryviews.
         self._hdr_mem = (ctypes.c_char * total)()
-        self._rbuf_mem = (ctypes.c_char * (b * _RECV_STRIDE))()
+        self._rbuf_mem = (ctypes.c_char * (b * RECV_STRIDE))()
         self._sbuf_mem = (ctypes.c_char * (b * SEND_SIZE))()
         self.hdrs = memoryview(self._hdr_mem).cast("B")
         self.rbuf = memoryview(self._rbuf_mem).cast("B")
@@ -184,23 +197,29 @@ class MmsgSocket:
         self._base = base = ctypes.addressof(self._hdr_mem)
         rbase = ctypes.addressof(self._rbuf_mem)
         sbase = ctypes.addressof(self._sbuf_mem)
+        hdrs = self.hdrs
         for i in range(b):
-            _HDR.pack_into(self.hdrs, i * _MM, base + self._names + i * _MM, self.namelen,
-                           base + self._recv_iov + i * _IOV, 1)
-            _IOVEC.pack_into(self.hdrs, self._recv_iov + i * _IOV, rbase + i * _RECV_STRIDE,
-                             RECV_SIZE)
-            _HDR.pack_into(self.hdrs, self._send_hdrs + i * _MM, 0, 0,
-                           base + self._send_iov + i * _IOV, 1)
-            _IOVEC.pack_into(self.hdrs, self._send_iov + i * _IOV, sbase + i * SEND_SIZE, 0)
+            slot = base + self._slots + i * _MM
+            riov = self._recv_iov + 2 * i * _IOV
+            siov = self._send_iov + 2 * i * _IOV
+            _HDR.pack_into(hdrs, i * _MM, slot, self.namelen, base + riov, 2)
+            _IOVEC.pack_into(hdrs, riov, slot + ID_AT, 2)
+            _IOVEC.pack_into(hdrs, riov + _IOV, rbase + i * RECV_STRIDE, RECV_SIZE - 2)
+            # Send header k is set up to answer datagram k, the usual case (every
+            # datagram of a batch answered): its sender, its ID, then send buffer k.
+            _HDR.pack_into(hdrs, self._send_hdrs + i * _MM, slot, self.namelen,
+                           base + siov, 2)
+            _IOVEC.pack_into(hdrs, siov, slot + ID_AT, 2)
+            _IOVEC.pack_into(hdrs, siov + _IOV, sbase + i * SEND_SIZE, 0)
         # The receive headers as set up, copied back over the used ones before each
         # read: the kernel writes msg_namelen, msg_flags and msg_len.
-        self._pristine = bytes(self.hdrs[:b * _MM])
+        self._pristine = bytes(hdrs[:b * _MM])
         self._used = b
+        self._dest = list(range(b))  # the datagram send header k answers now
         # One unpack per datagram: flags and length from its mmsghdr, the sender's host
-        # bytes from its address slot.
-        self._meta = _fields((_FLAGS, "i"), (_LEN, _U32),
-                             (self._names + host_at, f"{host_len}s"))
-        self._pending: list[tuple[int, int]] = []  # (receive slot, reply length)
+        # bytes from its slot.
+        self.meta = _fields((_FLAGS, "i"), (_LEN, _U32),
+                            (self._slots + host_at, f"{host_len}s")).unpack_from
         self.send_errors = 0  # replies the kernel refused for good (counted, not raised)
 
     @classmethod
@@ -209,6 +228,12 @@ class MmsgSocket:
         None where recvmmsg/sendmmsg cannot be used."""
         if _LIBC is None or sock.family not in (socket.AF_INET, socket.AF_INET6) \
                 or sock.type != socket.SOCK_DGRAM:
+            return None
+        # A libc can have the wrappers on a kernel (or a seccomp policy) without the
+        # calls: ask for zero messages, which touches no datagram, and see.
+        fd = sock.fileno()
+        if _LIBC.recvmmsg(fd, None, 0, MSG_DONTWAIT, None) < 0 \
+                or _LIBC.sendmmsg(fd, None, 0, MSG_DONTWAIT) < 0:
             return None
         return cls(sock, _LIBC, batch)
 
@@ -229,21 +254,28 @@ class MmsgSocket:
         self._used = n
         return n
 
+    def wire(self, i: int, length: int) -> bytes:
+        """Datagram i as received (its `length` from meta)."""
+        o = self._slots + i * _MM + ID_AT
+        head = self.hdrs[o:o + min(length, 2)].tobytes()
+        if length <= 2:
+            return head
+        o = i * RECV_STRIDE
+        return head + self.rbuf[o:o + length - 2].tobytes()
+
     def read(self, n: int) -> list[tuple[bytes, bytes, bool]]:
-        """(sender host bytes, payload, cut short) of the first n datagrams received.
-        The host bytes are the raw address without the port (a cache key, no string)."""
-        meta = self._meta.unpack_from
-        hdrs, rbuf = self.hdrs, self.rbuf
+        """(sender host bytes, datagram, cut short) of the first n datagrams received;
+        the host bytes are the raw address without the port. (The hot loop in
+        udpbatch.py reads meta and rbuf directly instead.)"""
         out = []
         for i in range(n):
-            flags, length, host = meta(hdrs, i * _MM)
-            o = i * _RECV_STRIDE
-            out.append((host, rbuf[o:o + length].tobytes(), bool(flags & MSG_TRUNC)))
+            flags, length, host = self.meta(self.hdrs, i * _MM)
+            out.append((host, self.wire(i, length), bool(flags & MSG_TRUNC)))
         return out
 
     def sockaddr(self, i: int) -> bytes:
         """The raw sockaddr of datagram i's sender."""
-        o = self._names + i * _MM
+        o = self._slots + i * _MM
         return self.hdrs[o:o + self.namelen].tobytes()
 
     def address(self, i: int) -> tuple[Any, ...]:
@@ -252,42 +284,35 @@ class MmsgSocket:
 
     # -- writing --------------------------------------------------------------------------
 
-    def queue(self, i: int, reply: bytes) -> bool:
-        """Queue `reply` to datagram i's sender for flush(); False if it does not fit a
-        send buffer (send it another way then)."""
-        pending = self._pending
-        k = len(pending)
-        n = len(reply)
-        if n > SEND_SIZE or k >= self.batch:
-            return False
-        o = k * SEND_SIZE
-        self.sbuf[o:o + n] = reply
-        pending.append((i, n))
-        return True
+    def send(self, replies: list[tuple[int, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Answer datagram i with its own ID followed by `body` (the reply without its
+        first two bytes), for each (i, body), with as few sendmmsg calls as the kernel
+        allows (a partial send is retried for the rest).
 
-    def flush(self) -> list[tuple[bytes, bytes]]:
-        """Send every queued reply with as few sendmmsg calls as the kernel allows.
-
-        A partial send (fewer sent than asked) is retried for the rest. Returns what
-        could not be sent because the socket buffer is full (EAGAIN), as (reply, raw
-        sockaddr) pairs for the caller to send later; a reply the kernel refuses for any
-        other reason is counted in send_errors and skipped, as the asyncio transport
-        does (it reports the error to error_received and goes on).
+        Returns what was not sent, as (whole reply, raw sockaddr) pairs for the caller
+        to send another way: replies larger than SEND_SIZE, and everything left when
+        the send buffer is full (EAGAIN). A reply the kernel refuses for any other
+        reason is counted in send_errors and skipped, as the asyncio transport does (it
+        reports the error to error_received and goes on).
         """
-        pending = self._pending
-        if not pending:
-            return []
-        hdrs, sh, si = self.hdrs, self._send_hdrs, self._send_iov + _IOV_LEN
-        names, namelen = self._base + self._names, self.namelen
-        to, size = _TO.pack_into, _SIZE.pack_into
-        for k, (i, n) in enumerate(pending):
-            to(hdrs, sh + k * _MM, names + i * _MM, namelen)
-            size(hdrs, si + k * _IOV, n)
-        total = len(pending)
-        done = 0
         left: list[tuple[bytes, bytes]] = []
-        while done < total:
-            sent: int = self._sendmmsg(self.fd, self._base + sh + done * _MM, total - done,
+        hdrs, sbuf, size = self.hdrs, self.sbuf, _SIZE.pack_into
+        sh, si, batch, dest = self._send_hdrs, self._send_iov, self.batch, self._dest
+        k = 0
+        for i, body in replies:
+            n = len(body)
+            if n > SEND_SIZE or k == batch:
+                left.append((self._id(i) + body, self.sockaddr(i)))
+                continue
+            o = k * SEND_SIZE
+            sbuf[o:o + n] = body
+            size(hdrs, si + (2 * k + 1) * _IOV + _IOV_LEN, n)
+            if dest[k] != i:
+                self._aim(k, i)
+            k += 1
+        done = 0
+        while done < k:
+            sent: int = self._sendmmsg(self.fd, self._base + sh + done * _MM, k - done,
                                        MSG_DONTWAIT)
             if sent > 0:
                 done += sent  # a partial send: go on with the rest
@@ -296,16 +321,26 @@ class MmsgSocket:
             if err == errno.EINTR:
                 continue
             if err in _AGAIN:
-                for k in range(done, total):
-                    i, n = pending[k]
-                    left.append((self.sbuf[k * SEND_SIZE:k * SEND_SIZE + n].tobytes(),
-                                 self.sockaddr(i)))
+                for j in range(done, k):
+                    n = _SIZE.unpack_from(hdrs, si + (2 * j + 1) * _IOV + _IOV_LEN)[0]
+                    left.append((self._id(dest[j]) + sbuf[j * SEND_SIZE:][:n].tobytes(),
+                                 self.sockaddr(dest[j])))
                 break
             self.send_errors += 1  # this one reply cannot go (e.g. EPERM): skip it
             done += 1
-        pending.clear()
         return left
+
+    def _aim(self, k: int, i: int) -> None:
+        """Point send header k at datagram i: its sender and its ID."""
+        slot = self._base + self._slots + i * _MM
+        _TO.pack_into(self.hdrs, self._send_hdrs + k * _MM, slot, self.namelen)
+        _POINTER.pack_into(self.hdrs, self._send_iov + 2 * k * _IOV + _IOV_BASE, slot + ID_AT)
+        self._dest[k] = i
+
+    def _id(self, i: int) -> bytes:
+        o = self._slots + i * _MM + ID_AT
+        return self.hdrs[o:o + 2].tobytes()
 
 
 __all__ = ["MmsgSocket", "available", "sockaddr_to_tuple", "address_layout",
-           "RECV_SIZE", "SEND_SIZE", "MSG_TRUNC"]
+           "RECV_SIZE", "SEND_SIZE", "MSG_TRUNC", "HDR_SIZE", "RECV_STRIDE", "ID_AT"]
