@@ -22,7 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from anchord.frontend.fastpath import fast_key, ttl_offsets
+from anchord.frontend.fastpath import FastEntry, fast_key, ttl_offsets
 from anchord.frontend.server import Frontend
 from anchord.testbed.faults import FaultKind
 from anchord.testbed.zones import Hierarchy, TestbedSpec, build_hierarchy
@@ -295,3 +295,32 @@ def test_ttl_offsets_point_at_every_ttl_but_the_opt() -> None:
     r.authority.append(dns.rrset.from_text("example.", 88, "IN", "NS", "ns.example."))
     wire = r.to_wire()
     assert [ttl for _, ttl in ttl_offsets(wire)] == [77, 77, 88]
+
+
+def test_hot_window_is_exactly_where_the_age_holds() -> None:
+    """FastEntry.since/until bound the clock readings where int(now - stored_at) is the
+    patched age, on the float subtraction itself: one ulp either side differs."""
+    import math
+    import random
+
+    q = dns.message.make_query("www.example.", "A")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("www.example.", 300, "IN", "A", "192.0.2.1"))
+    wire = r.to_wire()
+    rng = random.Random(3)
+    for _ in range(300):
+        stored = rng.choice([1.7e9, 0.0, 12.25]) + rng.random() * rng.choice([1, 1e3, 1e6])
+        entry = FastEntry(wire, 12 + len(q.question[0].name.to_wire()) + 4, stored,
+                          stored + 300, ())
+        age = rng.randrange(0, 299)
+        entry.at_age(age)
+        assert int(entry.since - stored) == age
+        assert int(math.nextafter(entry.since, -math.inf) - stored) != age \
+            or math.nextafter(entry.since, -math.inf) - stored < 0
+        last = math.nextafter(entry.until, -math.inf)
+        assert int(last - stored) == age and last < entry.expires_at
+        assert int(entry.until - stored) != age or entry.until == entry.expires_at
+    entry.at_age(0, aging=False)  # cache.serve_original_ttl: only the expiry bounds it
+    assert entry.since == -math.inf and entry.until == entry.expires_at
+    entry.retire()
+    assert not entry.since <= stored + 1 < entry.until
