@@ -7,6 +7,8 @@ rejected. With server.workers > 1 sockets are bound with SO_REUSEPORT so the wor
 processes can share an address (DESIGN.md, "past one process"); with one worker they are
 not, so a second resolver on the same address fails to bind instead of silently taking
 half the clients. check_addresses_free lets worker 0 make the same check before forking.
+With server.fast_path on Linux, UDP is read and answered in batches (udpbatch.py: one
+recvmmsg, one sendmmsg for the fast-path hits); everything else still comes here.
 """
 
 from __future__ import annotations
