@@ -25,9 +25,10 @@ handled in Python at all.
 
 Receive buffers are 65535 bytes (the largest UDP payload: a datagram never arrives
 cut), send buffers 4096 (a fast-path reply is at most 1232 bytes; a larger one is
-handed back for sendto). The buffers come from ctypes, which allocates them zeroed by
-calloc: pages the kernel never writes into are never made resident, so the 4 MiB of
-receive space cost only what is used.
+handed back for sendto). The buffers are anonymous mappings (mmap), so pages the
+kernel never writes into are never made resident: the 4 MiB of receive space cost what
+is used, one page per slot for DNS queries. (ctypes' own arrays would not do: calloc
+zeroes them by hand once the heap serves blocks that size, touching every page.)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 import socket
 import struct
@@ -187,16 +189,17 @@ class MmsgSocket:
         self._recv_iov = 3 * b * _MM
         self._send_iov = self._recv_iov + 2 * b * _IOV
         total = self._send_iov + 2 * b * _IOV
-        # ctypes memory (calloc'd, see the module doc), reached through memoryviews.
+        # The headers in ctypes memory; the buffers in anonymous mappings (see the module
+        # doc); all reached from Python through memoryviews.
         self._hdr_mem = (ctypes.c_char * total)()
-        self._rbuf_mem = (ctypes.c_char * (b * RECV_STRIDE))()
-        self._sbuf_mem = (ctypes.c_char * (b * SEND_SIZE))()
+        self._rbuf_map = mmap.mmap(-1, b * RECV_STRIDE)
+        self._sbuf_map = mmap.mmap(-1, b * SEND_SIZE)
         self.hdrs = memoryview(self._hdr_mem).cast("B")
-        self.rbuf = memoryview(self._rbuf_mem).cast("B")
-        self.sbuf = memoryview(self._sbuf_mem).cast("B")
+        self.rbuf = memoryview(self._rbuf_map)
+        self.sbuf = memoryview(self._sbuf_map)
         self._base = base = ctypes.addressof(self._hdr_mem)
-        rbase = ctypes.addressof(self._rbuf_mem)
-        sbase = ctypes.addressof(self._sbuf_mem)
+        rbase = ctypes.addressof(ctypes.c_char.from_buffer(self._rbuf_map))
+        sbase = ctypes.addressof(ctypes.c_char.from_buffer(self._sbuf_map))
         hdrs = self.hdrs
         for i in range(b):
             slot = base + self._slots + i * _MM
