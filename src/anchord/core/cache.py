@@ -4,21 +4,27 @@ server round-trip times, and resolution failures (RFC 9520).
 Entries never expire by deletion: an expired answer stays as a stale candidate until
 its stale window closes (RFC 8767), and is only dropped by the size bound or an
 explicit flush. Every entry keeps the whole Outcome, so a cached answer carries the
-same security state and EDE as the fresh one did.
+same security state and EDE as the fresh one did; it keeps it packed (PackedOutcome:
+the records as wire bytes), so that a million cached names fit in well under 1 KiB each.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import dns.name
+import dns.rcode
 import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.wire
 
 from anchord.core.outcome import (
     Ede,
@@ -84,9 +90,146 @@ def cache_key(question: Question) -> CacheKey:
     return (question.qname, int(question.qtype), int(question.qclass))
 
 
+# The question (owner name in its own case, type, class), then per section the number of
+# RRsets, then each RRset: its owner (or _SAME_OWNER), type, class, covers, TTL, number of
+# records, and each record's rdata as (length, wire form). Nothing is compressed, so every
+# name comes back in the case it was stored in.
+_QUESTION = struct.Struct("!HH")
+_SECTIONS = struct.Struct("!HHH")
+_RRSET = struct.Struct("!HHHIH")
+_RDLEN = struct.Struct("!H")
+# Instead of the owner's wire form: "the owner is the question's name, byte for byte".
+# No name's wire form starts with it (label lengths stop at 63, pointers are not used).
+_SAME_OWNER = b"\xff"
+
+
+def _wire(thing: dns.name.Name | dns.rdata.Rdata) -> bytes:
+    wire = thing.to_wire()
+    assert wire is not None  # without a file to write to, to_wire returns the bytes
+    return wire
+
+
+def _pack(o: Outcome) -> bytes:
+    qname = o.question.qname
+    out = [_wire(qname), _QUESTION.pack(int(o.question.qtype), int(o.question.qclass)),
+           _SECTIONS.pack(len(o.answer), len(o.authority), len(o.additional))]
+    for rrset in o.answer + o.authority + o.additional:
+        owner = rrset.name
+        out.append(_SAME_OWNER if owner.labels == qname.labels else _wire(owner))
+        out.append(_RRSET.pack(int(rrset.rdtype), int(rrset.rdclass), int(rrset.covers),
+                               rrset.ttl, len(rrset)))
+        for rd in rrset:
+            wire = _wire(rd)
+            out.append(_RDLEN.pack(len(wire)))
+            out.append(wire)
+    return b"".join(out)
+
+
+# int -> dnspython's enum member, and (class, type) -> rdata class: unpacking looks these
+# up for every record, and dnspython's own make() and get_rdata_class() check more.
+_TYPES: dict[int, dns.rdatatype.RdataType] = {}
+_CLASSES: dict[int, dns.rdataclass.RdataClass] = {}
+_RDATA_CLASSES: dict[tuple[int, int], type[dns.rdata.Rdata]] = {}
+
+
+def _rdtype(value: int) -> dns.rdatatype.RdataType:
+    found = _TYPES.get(value)
+    if found is None:
+        found = _TYPES[value] = dns.rdatatype.RdataType.make(value)
+    return found
+
+
+def _rdclass(value: int) -> dns.rdataclass.RdataClass:
+    found = _CLASSES.get(value)
+    if found is None:
+        found = _CLASSES[value] = dns.rdataclass.RdataClass.make(value)
+    return found
+
+
+def _rdata_class(rdclass: int, rdtype: int) -> type[dns.rdata.Rdata]:
+    found = _RDATA_CLASSES.get((rdclass, rdtype))
+    if found is None:
+        found = _RDATA_CLASSES[(rdclass, rdtype)] = dns.rdata.get_rdata_class(
+            _rdclass(rdclass), _rdtype(rdtype))
+    return found
+
+
+class PackedOutcome:
+    """An Outcome as a cache entry keeps it: the records as wire bytes, rebuilt on use.
+
+    dnspython objects cost about 2 KB for one signed RRset (a Name, an RRset with its dict
+    of rdatas, an RRSIG with its signer Name and integers); the same RRset as wire bytes
+    costs a tenth of that, so a million cached names fit in well under 1 KiB each
+    (bench/memory.py). unpack() gives new dnspython objects, equal to the stored ones,
+    names in the case they arrived in, records in their order.
+
+    `outcome` is, in this order: the Outcome the entry was made from, while it is alive
+    (the resolver returns it to whoever asked first; the fast path tells a just-resolved
+    answer from a cached one by identity; only a weak reference is kept, dropped when it
+    dies); the unpacked form kept while the entry is among the answer cache's recently
+    used ones (`hot`, see AnswerCache.outcome); else a new unpacked one.
+    """
+
+    __slots__ = ("wire", "rcode", "security", "edes", "freshness", "_first", "hot")
+
+    def __init__(self, o: Outcome) -> None:
+        self.wire = _pack(o)
+        self.rcode = o.rcode
+        self.security = o.security
+        self.edes = o.edes
+        self.freshness = o.freshness
+        self._first: weakref.ref[Outcome] | None = weakref.ref(o, self._gone)
+        self.hot: Outcome | None = None
+
+    def _gone(self, _ref: object) -> None:
+        self._first = None  # the weak reference itself goes too (80 bytes per entry)
+
+    def current(self) -> Outcome | None:
+        """The outcome as objects if there is one already (first or hot), else None."""
+        first = self._first() if self._first is not None else None
+        return first if first is not None else self.hot
+
+    @property
+    def outcome(self) -> Outcome:
+        current = self.current()
+        return current if current is not None else self.unpack()
+
+    def unpack(self) -> Outcome:
+        """The stored outcome as new dnspython objects."""
+        wire = self.wire
+        parser = dns.wire.Parser(wire)
+        qname = parser.get_name()
+        qtype, qclass = parser.get_struct(_QUESTION.format)
+        question = Question(qname, _rdtype(qtype), _rdclass(qclass))
+        sections = []
+        for count in parser.get_struct(_SECTIONS.format):
+            rrsets = []
+            for _ in range(count):
+                if wire[parser.current] == 0xFF:  # _SAME_OWNER
+                    parser.current += 1
+                    owner = qname
+                else:
+                    owner = parser.get_name()
+                rdtype, rdclass, covers, ttl, n = parser.get_struct(_RRSET.format)
+                rdtype_e, rdclass_e = _rdtype(rdtype), _rdclass(rdclass)
+                rrset = dns.rrset.RRset(owner, rdclass_e, rdtype_e, _rdtype(covers))
+                rrset.ttl = ttl
+                cls = _rdata_class(rdclass, rdtype)
+                items: dict[dns.rdata.Rdata, None] = {}
+                for _ in range(n):
+                    with parser.restrict_to(parser.get_uint16()):
+                        items[cls.from_wire_parser(rdclass_e, rdtype_e, parser, None)] = None
+                rrset.items = items  # as stored: a set already, in its order
+                rrsets.append(rrset)
+            sections.append(tuple(rrsets))
+        answer, authority, additional = sections
+        return Outcome(question, self.rcode, answer, authority, additional, self.security,
+                       self.edes, self.freshness)
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerEntry:
-    outcome: Outcome
+    packed: PackedOutcome
     stored_at: float
     ttl: int  # seconds the answer is fresh
     stale_until: float  # end of the RFC 8767 window; == stored_at + ttl when no stale use
@@ -97,6 +240,16 @@ class AnswerEntry:
     # this time; the stale copy is answered meanwhile, with the failure's reasons.
     refresh_after: float = 0.0
     refresh_failure: tuple[Ede, ...] = ()
+
+    @staticmethod
+    def of(outcome: Outcome, stored_at: float, ttl: int, stale_until: float,
+           stale_ok: bool) -> AnswerEntry:
+        return AnswerEntry(PackedOutcome(outcome), stored_at, ttl, stale_until, stale_ok)
+
+    @property
+    def outcome(self) -> Outcome:
+        """The cached outcome with its TTLs as stored (see PackedOutcome.outcome)."""
+        return self.packed.outcome
 
     @property
     def expires_at(self) -> float:
@@ -120,11 +273,11 @@ def _rrsets_aged(rrsets: tuple[dns.rrset.RRset, ...], elapsed: int, fixed: int |
     return tuple(out)
 
 
-def aged_outcome(entry: AnswerEntry, now: float, original: bool = False) -> Outcome:
-    """The cached outcome with TTLs brought down to what remains (kept as received
-    with `original`: Unbound's serve-original-ttl)."""
+def aged_outcome(o: Outcome, entry: AnswerEntry, now: float, original: bool = False
+                 ) -> Outcome:
+    """The cached outcome `o` (entry's, as objects) with TTLs brought down to what
+    remains (kept as received with `original`: Unbound's serve-original-ttl)."""
     elapsed = 0 if original else int(now - entry.stored_at)
-    o = entry.outcome
     return replace(
         o,
         answer=_rrsets_aged(o.answer, elapsed, None),
@@ -133,11 +286,11 @@ def aged_outcome(entry: AnswerEntry, now: float, original: bool = False) -> Outc
     )
 
 
-def stale_outcome(entry: AnswerEntry, stale_ttl: int, *reasons: Ede,
+def stale_outcome(o: Outcome, entry: AnswerEntry, stale_ttl: int, *reasons: Ede,
                   original: bool = False) -> Outcome:
-    """The cached outcome served stale: TTL min(stale_ttl, original), EDE 3 or 19 first;
-    with `original` the records keep the TTLs they arrived with."""
-    o = entry.outcome
+    """The cached outcome `o` (entry's, as objects) served stale: TTL min(stale_ttl,
+    original), EDE 3 or 19 first; with `original` the records keep the TTLs they
+    arrived with."""
     ttl: int | None = max(1, min(stale_ttl, entry.ttl)) if entry.ttl > 0 else stale_ttl
     if original:
         ttl = None
@@ -157,121 +310,90 @@ def stale_outcome(entry: AnswerEntry, stale_ttl: int, *reasons: Ede,
     )
 
 
-# (owner labels, class, type, covers, TTL, each rdata's wire form): equal keys are the
-# same RRset down to the case of every name, so one object can stand for both.
-_RRsetKey = tuple[tuple[bytes, ...], int, int, int, int, tuple[bytes, ...]]
-# (class, type, covers, each rdata's wire form): the records of an RRset, owner aside.
-_RdataKey = tuple[int, int, int, tuple[bytes, ...]]
+def answer_key(question: Question) -> bytes:
+    """The answer cache's key: the name's wire form in lower case, type and class.
 
-
-def _wires(rrset: dns.rrset.RRset) -> tuple[bytes, ...]:
-    return tuple(rd.to_wire() for rd in rrset)
-
-
-class RecordSharing:
-    """Lets cached outcomes share the records they have in common, to save memory.
-
-    Many answers carry the same records: every NXDOMAIN or NODATA of a zone the same SOA
-    and often the same NSEC/NSEC3 proof; every expansion of a wildcard the same proof
-    and, under its own owner name, the same rdata and RRSIG. dnspython gives each parsed
-    message its own copies (an RRset with its dict of rdatas costs about 300 bytes before
-    the records themselves). Outcomes never change their RRsets (aging and capping copy
-    them first), so equal ones may be one object.
-
-    Only the authority section is shared whole (proofs and SOAs repeat across names),
-    and the answer's rdatas only under a wildcard-expanded owner (the RRSIG's labels say
-    so): elsewhere answers are unique, and remembering them would cost more than it
-    saves. Bounded: past `limit` the least recently used are forgotten (entries that
-    share them keep them).
+    Bytes (about 60 for a typical name) rather than (Name, type, class) (about 300 with
+    the Name's labels): the key is a third of a small entry's cost at a million names.
     """
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self._rrsets: BoundedMap[_RRsetKey, dns.rrset.RRset] = BoundedMap(limit)
-        self._rdatas: BoundedMap[_RdataKey, dict[dns.rdata.Rdata, None]] = BoundedMap(limit)
-
-    def outcome(self, o: Outcome) -> Outcome:
-        """`o` with shared records where it has some in common with earlier outcomes."""
-        if not o.answer and not o.authority:
-            return o
-        qname = o.question.qname
-        expanded = {
-            r.name for r in o.answer if r.rdtype == dns.rdatatype.RRSIG
-            and any(sig.labels < _owner_labels(r.name) for sig in r)
-        }
-        answer = tuple(self._answer_rrset(r, qname, r.name in expanded) for r in o.answer)
-        authority = tuple(self._whole(r) for r in o.authority)
-        return replace(o, answer=answer, authority=authority)
-
-    def _answer_rrset(self, rrset: dns.rrset.RRset, qname: dns.name.Name,
-                      expanded: bool) -> dns.rrset.RRset:
-        # The question's name object serves as the owner when it is the same to the
-        # byte (case included): one Name instead of one per RRset.
-        owner = qname if rrset.name.labels == qname.labels else rrset.name
-        if not expanded and owner is rrset.name:
-            return rrset
-        items = rrset.items
-        if expanded:
-            key = (rrset.rdclass, rrset.rdtype, rrset.covers, _wires(rrset))
-            shared = self._rdatas.get(key)
-            if shared is None:
-                shared = items.copy()  # our own dict: the message's RRset stays its own
-                self._rdatas.put(key, shared)
-            items = shared
-        out = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype, rrset.covers)
-        out.ttl = rrset.ttl
-        out.items = items
-        return out
-
-    def _whole(self, rrset: dns.rrset.RRset) -> dns.rrset.RRset:
-        key = (rrset.name.labels, rrset.rdclass, rrset.rdtype, rrset.covers, rrset.ttl,
-               _wires(rrset))
-        shared = self._rrsets.get(key)
-        if shared is None:
-            self._rrsets.put(key, rrset)
-            return rrset
-        return shared
-
-    def clear(self) -> None:
-        self._rrsets.clear()
-        self._rdatas.clear()
+    return question.qname.to_digestable() + _QUESTION.pack(
+        int(question.qtype), int(question.qclass))
 
 
-def _owner_labels(name: dns.name.Name) -> int:
-    """RFC 4034 3.1.3 label count (as validator.owner_labels; kept here so the cache
-    does not import the validator)."""
-    count = len(name) - 1 if name.is_absolute() else len(name)
-    return count - 1 if name.is_wild() else count
+def _key_below(key: bytes, zone_wire: bytes) -> bool:
+    """Whether the name in an answer_key is `zone` or below it (zone_wire: its
+    answer_key form of the name, lower case)."""
+    name = key[:-_QUESTION.size]
+    if not name.endswith(zone_wire):
+        return False
+    at = 0
+    while at < len(name):
+        if name[at:] == zone_wire:
+            return True
+        at += name[at] + 1
+    return False
 
 
 class AnswerCache:
-    def __init__(self, max_entries: int) -> None:
-        self._entries: BoundedMap[CacheKey, AnswerEntry] = BoundedMap(max_entries)
-        self.sharing = RecordSharing(min(max_entries, 10_000))
+    def __init__(self, max_entries: int, hot_limit: int = 10_000) -> None:
+        self._entries: BoundedMap[bytes, AnswerEntry] = BoundedMap(max_entries)
+        # Entries answered from lately keep their outcome unpacked: unpacking costs ten
+        # to forty times what aging a copy does, and a name that was asked for again
+        # tends to be asked for again. Bounded: at most hot_limit outcomes as objects.
+        self.hot_limit = min(max_entries, hot_limit)
+        self._hot: OrderedDict[PackedOutcome, None] = OrderedDict()
+
+    def outcome(self, entry: AnswerEntry) -> Outcome:
+        """The entry's outcome as objects, kept unpacked while the entry is among the
+        `hot_limit` most recently used."""
+        packed = entry.packed
+        current = packed.current()
+        if current is not None:
+            if packed.hot is not None:
+                self._hot.move_to_end(packed)
+            return current
+        packed.hot = current = packed.unpack()
+        self._hot[packed] = None
+        if len(self._hot) > self.hot_limit:
+            self._hot.popitem(last=False)[0].hot = None
+        return current
 
     def get(self, question: Question) -> AnswerEntry | None:
-        return self._entries.get(cache_key(question))
+        return self._entries.get(answer_key(question))
 
     def put(self, question: Question, entry: AnswerEntry) -> None:
-        self._entries.put(cache_key(question), entry)
+        self._entries.put(answer_key(question), entry)
 
     def drop(self, question: Question) -> None:
-        self._entries.pop(cache_key(question))
+        self._forget(self._entries.pop(answer_key(question)))
+
+    def _forget(self, entry: AnswerEntry | None) -> None:
+        if entry is not None and entry.packed.hot is not None:
+            entry.packed.hot = None
+            self._hot.pop(entry.packed, None)
 
     def drop_below(self, zone: dns.name.Name, only_failures: bool = False) -> int:
         """Forget entries at or below `zone` (an NTA added, a flush). Returns how many."""
+        zone_wire = zone.to_digestable()
         n = 0
         for key, entry in self._entries.items():
-            if key[0].is_subdomain(zone):
-                if only_failures and entry.outcome.security is not Security.BOGUS \
-                        and not entry.outcome.is_failure:
+            if _key_below(key, zone_wire):
+                packed = entry.packed
+                if only_failures and packed.security is not Security.BOGUS \
+                        and packed.rcode != dns.rcode.SERVFAIL:
                     continue
-                self._entries.pop(key)
+                self._forget(self._entries.pop(key))
                 n += 1
         return n
 
     def clear(self) -> None:
         self._entries.clear()
-        self.sharing.clear()
+        self._cool()
+
+    def _cool(self) -> None:
+        for packed in self._hot:
+            packed.hot = None
+        self._hot.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

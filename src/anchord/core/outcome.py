@@ -186,7 +186,8 @@ class Freshness(enum.Enum):
     CACHED_FAILURE = "cached-failure"  # served from the RFC 9520 failure cache
 
 
-@dataclass(frozen=True, slots=True)
+# weakref_slot: a cache entry refers weakly to the Outcome it was made from (cache.py).
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Outcome:
     """The resolver's whole answer to one question, before rendering.
 

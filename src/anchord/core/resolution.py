@@ -212,11 +212,13 @@ class Resolver:
 
     def cached_answer(self, entry: AnswerEntry, now: float) -> Outcome:
         """A fresh cache entry as answered (TTLs aged unless cache.serve_original_ttl)."""
-        return aged_outcome(entry, now, self.config.cache.serve_original_ttl)
+        return aged_outcome(self.answers.outcome(entry), entry, now,
+                            self.config.cache.serve_original_ttl)
 
     def stale_answer(self, entry: AnswerEntry, *reasons: Ede) -> Outcome:
         """A cache entry answered stale (RFC 8767), with why its refresh failed."""
-        return stale_outcome(entry, self.config.serve_stale.stale_ttl, *reasons,
+        return stale_outcome(self.answers.outcome(entry), entry,
+                             self.config.serve_stale.stale_ttl, *reasons,
                              original=self.config.cache.serve_original_ttl)
 
     def _revivable(self, entry: AnswerEntry | None, state: EntryState) -> AnswerEntry | None:
@@ -261,9 +263,8 @@ class Resolver:
         # 3.2.1): such an answer replaces the old entry but is never served stale.
         # The stored outcome is the one returned: the fast path tells a first answer
         # from a cached one by identity.
-        outcome = self.answers.sharing.outcome(outcome)
-        self.answers.put(question, AnswerEntry(outcome, now, ttl, now + ttl + stale_window,
-                                               stale_ok=ttl > 0))
+        self.answers.put(question, AnswerEntry.of(outcome, now, ttl, now + ttl + stale_window,
+                                                  stale_ok=ttl > 0))
         return outcome
 
     def _ttl_bounded(self, outcome: Outcome) -> Outcome:
@@ -501,7 +502,7 @@ class Resolver:
             now = self.clock.now()
             entry = self.answers.get(q)
             if entry is not None and entry.state(now) is EntryState.FRESH:
-                outcome = entry.outcome
+                outcome = self.answers.outcome(entry)
             else:
                 work.in_progress.add(key)
                 work.depth += 1
