@@ -18,7 +18,7 @@ names/s through `anchord serve`), so this script does it in two steps:
    parsed with dns.message.from_wire as the transport parses an upstream answer (so
    every entry has its own dnspython objects, and nothing is shared by reference with
    the template or another entry unless the cache itself shares it), then stored through
-   Resolver.settle, the call that stores every answer (TTL bounds, record sharing,
+   Resolver.settle, the call that stores every answer (TTL bounds, packing,
    AnswerEntry, LRU). The signatures of derived records no longer verify, but their
    size is the same, and the cache never re-checks them.
 
