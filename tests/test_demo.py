@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from anchord.testbed.zones import Addresses
@@ -30,13 +29,11 @@ def test_demo_exits_0_and_its_table_shows_www_bogus_de_servfail_with_ede6(
     testbed_port = free_port_on(Addresses().all())
     resolver_port = _resolver_port()
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "anchord", "demo", "--dir", str(tmp_path / "demo"),
          "--children", "8", "--port", str(testbed_port),
          "--resolver-port", str(resolver_port)],
         capture_output=True, text=True, timeout=60, env=env)
-    took = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line.split() for line in done.stdout.splitlines()]
     bogus = [row for row in rows if row and row[0] == "www.bogus.de."]
@@ -45,4 +42,3 @@ def test_demo_exits_0_and_its_table_shows_www_bogus_de_servfail_with_ede6(
         assert row[1:3] == ["SERVFAIL", "-"] and row[4] == "6", row
     assert {row[3] for row in bogus} == {"fresh", "cached"}
     assert "all answers as expected" in done.stdout
-    assert took < 30, f"anchord demo took {took:.1f} s"

@@ -187,6 +187,19 @@ def test_cd_keeps_bogus_data_for_the_client(world: World) -> None:
     assert any(r.rdtype == dns.rdatatype.A for r in o.answer)
 
 
+def test_cd_after_a_cached_bogus_failure_gets_the_data_without_cached_error(
+        world: World) -> None:
+    # The non-CD client's failure is cached (RFC 9520) with the bogus records; a CD
+    # client then gets those records with NOERROR, which is not an error to call cached.
+    first = ask(world, "www.bogus.de.")
+    assert first.is_failure and EdeCode.CACHED_ERROR not in [e.code for e in first.edes]
+    o = ask(world, "www.bogus.de.", cd=True)
+    assert any(r.rdtype == dns.rdatatype.A for r in o.answer)
+    assert [e.code for e in o.edes] == [EdeCode.DNSSEC_BOGUS]
+    again = ask(world, "www.bogus.de.")
+    assert [e.code for e in again.edes] == [EdeCode.DNSSEC_BOGUS, EdeCode.CACHED_ERROR]
+
+
 def test_rfc4035_resolver_clock_30_days_past_expiry_gives_ede7(make_world) -> None:  # type: ignore[no-untyped-def]
     w = make_world(at=2_000_000_000.0)  # far past every signature's expiration
     o = ask(w, "www.c0.de.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -276,7 +275,7 @@ def test_wildcard_synthesised_answer_reports_closest_encloser() -> None:
     assert check(expanded, sig).is_secure
 
 
-def test_keytrap_colliding_key_tags_hit_the_work_limit_fast() -> None:
+def test_keytrap_colliding_key_tags_hit_the_work_limit() -> None:
     # 50 DNSKEYs sharing one key tag: bump one high byte up and another down, which
     # keeps the RFC 4034 appendix B checksum (the key tag) unchanged.
     base = ZSK.dnskey
@@ -294,10 +293,10 @@ def test_keytrap_colliding_key_tags_hit_the_work_limit_fast() -> None:
     sigs = [cast(RRSIG, good.replace(signature=bytes([i]) + good.signature[1:]))
             for i in range(50)]
     budget = WorkBudget()
-    started = time.perf_counter()
+    # The work is counted, not timed (a wall-clock bound fails on a loaded machine): 50
+    # signatures against 40+ keys would be 2,000+ checks without the budget.
     verdict = verify_rrset(rrset, sigset(rrset, *sigs), keyset(*keys, ZSK), ZONE, NOW,
                            POLICY, budget)
-    assert time.perf_counter() - started < 2.0
     assert verdict.is_bogus and code(verdict) is EdeCode.DNSSEC_BOGUS
     assert "work limit" in verdict.edes[0].text and "www.bogus.de/A" in verdict.edes[0].text
     assert budget.signature_checks <= budget.max_signature_checks

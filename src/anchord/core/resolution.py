@@ -165,8 +165,12 @@ class Resolver:
                              f"{int(failed.until - now) + 1} s")
             if stale is not None:
                 return self.stale_answer(stale, *failed.outcome.edes)
-            return replace(failed.outcome, freshness=Freshness.CACHED_FAILURE).with_edes(
-                cached_ede)
+            served = replace(failed.outcome, freshness=Freshness.CACHED_FAILURE)
+            if cd and served.security is Security.BOGUS:
+                # Bogus data that came with its records: a CD client gets them with
+                # NOERROR, which is no error, so "Cached Error" (EDE 13) would mislead.
+                return served
+            return served.with_edes(cached_ede)
         return None
 
     # -- prefetch (Unbound's): refresh popular answers before they expire ------------------
