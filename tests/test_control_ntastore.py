@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import dns.name
+import dns.rdataclass
+import dns.rdatatype
 import pytest
 
 from anchord.control.ntastore import (
@@ -17,6 +19,7 @@ from anchord.control.ntastore import (
     nta_to_json,
     parse_lifetime,
 )
+from anchord.core.outcome import Question
 from anchord.core.trustmap import NegativeAnchor
 
 T0 = 1_777_000_000.0
@@ -34,8 +37,11 @@ def test_file_store_is_a_trust_store(tmp_path: Path) -> None:
 
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     store = FileTrustStore(tmp_path / "nta.json")
+    asked = (Question(dns.name.from_text("www.bogus.example."), dns.rdatatype.AAAA),
+             Question(dns.name.from_text("x.bogus.example."), dns.rdatatype.TXT,
+                      dns.rdataclass.CH))
     ntas = [_nta("de."), _nta("bogus.example.", 60, recheck=False, last_recheck_at=T0 + 5,
-                              last_recheck_result="bogus: EDE 6")]
+                              last_recheck_result="bogus: EDE 6", questions=asked)]
     store.save(ntas)
     assert store.load() == ntas
     assert json.loads((tmp_path / "nta.json").read_text())["version"] == 1

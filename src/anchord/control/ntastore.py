@@ -35,7 +35,10 @@ from typing import Any, Protocol
 
 import dns.exception
 import dns.name
+import dns.rdataclass
+import dns.rdatatype
 
+from anchord.core.outcome import Question
 from anchord.core.trustmap import NegativeAnchor
 
 log = logging.getLogger("anchord.control")
@@ -142,7 +145,30 @@ def nta_to_json(nta: NegativeAnchor) -> dict[str, Any]:
         "recheck": nta.recheck,
         "last_recheck_at": nta.last_recheck_at,
         "last_recheck_result": nta.last_recheck_result,
+        "questions": [question_to_text(q) for q in nta.questions],
     }
+
+
+def question_to_text(q: Question) -> str:
+    """'www.bogus.de. A' (the class only when it is not IN): what dig takes, readable
+    in the state file and `nta list --json`."""
+    cls = "" if q.qclass == dns.rdataclass.IN else f" {dns.rdataclass.to_text(q.qclass)}"
+    return f"{q.qname.to_text()}{cls} {dns.rdatatype.to_text(q.qtype)}"
+
+
+def question_from_text(text: Any) -> Question:
+    if not isinstance(text, str):
+        raise StateFileError(f"a question is not a string: {short_repr(text)}")
+    parts = text.split()
+    try:
+        if len(parts) == 2:
+            return Question(dns.name.from_text(parts[0]), dns.rdatatype.from_text(parts[1]))
+        if len(parts) == 3:
+            return Question(dns.name.from_text(parts[0]), dns.rdatatype.from_text(parts[2]),
+                            dns.rdataclass.from_text(parts[1]))
+    except (dns.exception.DNSException, ValueError) as e:
+        raise StateFileError(f"bad question {short_repr(text)}: {e}") from None
+    raise StateFileError(f"bad question {short_repr(text)}: expected 'NAME TYPE'")
 
 
 def _number(item: dict[str, Any], key: str) -> float:
@@ -162,6 +188,10 @@ def nta_from_json(item: Any) -> NegativeAnchor:
     except dns.exception.DNSException as e:
         raise StateFileError(f"bad zone {item.get('zone')!r}: {e}") from None
     last = item.get("last_recheck_at")
+    # Absent from files written before the recheck's questions were kept: none then.
+    asked = item.get("questions", [])
+    if not isinstance(asked, list):
+        raise StateFileError(f"'questions' is not a list: {short_repr(asked)}")
     return NegativeAnchor(
         zone=zone,
         reason=str(item.get("reason", "")),
@@ -170,6 +200,7 @@ def nta_from_json(item: Any) -> NegativeAnchor:
         recheck=bool(item.get("recheck", True)),
         last_recheck_at=None if last is None else _number(item, "last_recheck_at"),
         last_recheck_result=str(item.get("last_recheck_result", "")),
+        questions=tuple(question_from_text(q) for q in asked),
     )
 
 

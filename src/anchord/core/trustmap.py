@@ -15,6 +15,8 @@ import dns.name
 import dns.rdatatype
 import dns.rrset
 
+from anchord.core.outcome import Question
+
 
 class TrustKind(enum.Enum):
     ANCHOR = "anchor"  # positive trust anchor (DS or DNSKEY records)
@@ -31,6 +33,10 @@ class NegativeAnchor:
     recheck: bool = True
     last_recheck_at: float | None = None
     last_recheck_result: str = ""
+    # The last few questions clients asked under the NTA, oldest first: its recheck asks
+    # them again. Kept with the NTA (not beside it) so that the state file, and with it a
+    # restart, keeps what the recheck needs.
+    questions: tuple[Question, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,9 @@ class TrustMap:
         """Replace an NTA's bookkeeping (recheck results) without a trust change."""
         if nta.zone in self._ntas:
             self._ntas[nta.zone] = nta
+
+    def nta(self, zone: dns.name.Name) -> NegativeAnchor | None:
+        return self._ntas.get(zone)
 
     def ntas(self) -> list[NegativeAnchor]:
         return sorted(self._ntas.values(), key=lambda n: n.zone)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 
@@ -23,7 +22,7 @@ from anchord.core.cache import EntryState
 from anchord.core.outcome import Ede, EdeCode, Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
 from anchord.core.resolution import Resolver
-from anchord.core.trustmap import NegativeAnchor, TrustKind, TrustMap
+from anchord.core.trustmap import NegativeAnchor, TrustMap
 from anchord.engine.clock import SystemClock, utc_iso
 
 log = logging.getLogger("anchord.driver")
@@ -50,10 +49,9 @@ class Driver:
         # them); set by whoever owns the state file or the fleet store.
         self.on_trust_change: Callable[[list[NegativeAnchor]], None] | None = None
         self._rechecking: set[dns.name.Name] = set()
-        # Per NTA zone, the last few questions answered under it (RFC 7646 4 leaves what
-        # to recheck open): the SOA alone can validate while the names clients need still
-        # fail (a zone with one bad RRset), and removing the NTA would break them again.
-        self._nta_questions: dict[dns.name.Name, OrderedDict[Question, None]] = {}
+        # An NTA's recent questions changed since the last save (a new one pushed an old
+        # one out of a full list): the next save, at the latest the next recheck, has it.
+        self._questions_unsaved = False
         # Told after every core.forget_below (an NTA added, removed or ended, a cache flush
         # through the control API) and after every NTA change: the frontend's fast path
         # drops its pre-rendered answers, the worker hub tells the other workers.
@@ -160,13 +158,31 @@ class Driver:
         """Remember a question answered under an NTA for the NTA's recheck."""
         if outcome.edes and any(e.code is EdeCode.NEGATIVE_TRUST_ANCHOR for e in outcome.edes):
             point = self.trust.negative_at_or_above(question.qname)
-            if point is not None and point.kind is TrustKind.NTA:
-                asked = self._nta_questions.setdefault(point.zone, OrderedDict())
-                asked[question] = None
-                asked.move_to_end(question)
-                while len(asked) > RECHECK_QUESTIONS:
-                    asked.popitem(last=False)
+            if point is not None and point.nta is not None:
+                self._note_question(point.nta, question)
         return outcome
+
+    def _note_question(self, nta: NegativeAnchor, question: Question) -> None:
+        """Keep `question` among the NTA's last RECHECK_QUESTIONS (RFC 7646 4 leaves what
+        to recheck open): the SOA alone can validate while the names clients need still
+        fail (a zone with one bad RRset), and removing the NTA would break them again."""
+        asked = nta.questions
+        if asked and asked[-1] == question:
+            return  # a client asking again: the common case under a busy NTA
+        kept = (*(q for q in asked if q != question), question)[-RECHECK_QUESTIONS:]
+        self.trust.update_nta(replace(nta, questions=kept))
+        if question in asked:
+            return  # only the order changed: not worth a write
+        # Saved at once while the list grows: at most RECHECK_QUESTIONS writes per NTA, and
+        # a question asked before a crash protects the NTA after the restart (README: an
+        # NTA is not lifted while an RRset it covers still fails). Once the list is full,
+        # every new name under a busy NTA (say, de) would be a write per query: the change
+        # waits for the next save, at the latest the next recheck's, and a crash meanwhile
+        # costs only the newest names, not the protection.
+        if len(asked) < RECHECK_QUESTIONS:
+            self._save_ntas()
+        else:
+            self._questions_unsaved = True
 
     # -- negative trust anchors (RFC 7646) ----------------------------------------------
     def add_nta(self, zone: dns.name.Name, lifetime: float | None = None, reason: str = "",
@@ -176,7 +192,10 @@ class Driver:
         if not 0 < life <= cfg.max_lifetime:
             raise ValueError(f"NTA lifetime must be between 1 s and {cfg.max_lifetime} s")
         now = self.clock.now()
-        nta = NegativeAnchor(zone, reason, now, now + life, recheck)
+        old = self.trust.nta(zone)
+        # A replaced NTA keeps what clients asked under it: the recheck still needs it.
+        nta = NegativeAnchor(zone, reason, now, now + life, recheck,
+                             questions=old.questions if old is not None else ())
         self.trust.add_nta(nta)
         # Cached bogus answers and failures below the zone must not outlive the decision.
         self.core.forget_below(zone)
@@ -187,7 +206,6 @@ class Driver:
 
     def remove_nta(self, zone: dns.name.Name, why: str = "operator") -> NegativeAnchor | None:
         removed = self.trust.remove_nta(zone)
-        self._nta_questions.pop(zone, None)
         if removed is not None:
             # Answers cached as insecure under the NTA must not be served after it ends.
             self.core.forget_below(zone)
@@ -200,7 +218,9 @@ class Driver:
         now = self.clock.now()
         for nta in ntas:
             if nta.expires_at > now:
-                self.trust.add_nta(nta)
+                # A hand-edited list of questions is asked at every recheck: no more
+                # than the driver itself keeps.
+                self.trust.add_nta(replace(nta, questions=nta.questions[-RECHECK_QUESTIONS:]))
         self._trust_changed()
 
     def replace_ntas(self, ntas: list[NegativeAnchor]) -> bool:
@@ -238,9 +258,14 @@ class Driver:
                 listener(self.trust.ntas())
         return changed
 
-    def _trust_changed(self) -> None:
+    def _save_ntas(self) -> None:
+        """Hand the NTAs, with their recheck bookkeeping, to the store."""
+        self._questions_unsaved = False
         if self.on_trust_change is not None:
             self.on_trust_change(self.trust.ntas())
+
+    def _trust_changed(self) -> None:
+        self._save_ntas()
         for listener in list(self.trust_listeners):
             listener(self.trust.ntas())
 
@@ -249,7 +274,6 @@ class Driver:
         now = self.clock.now()
         ended: list[tuple[NegativeAnchor, str]] = []
         for nta in self.trust.expire_ntas(now):
-            self._nta_questions.pop(nta.zone, None)
             self.core.forget_below(nta.zone)
             log.info("NTA for %s expired", nta.zone)
             ended.append((nta, "expiry"))
@@ -262,20 +286,28 @@ class Driver:
                 continue
             self._rechecking.add(nta.zone)
             try:
-                asked = tuple(self._nta_questions.get(nta.zone, ()))
-                probe = await self.core.recheck(nta.zone, asked)
+                probe = await self.core.recheck(nta.zone, nta.questions)
             finally:
                 self._rechecking.discard(nta.zone)
             result = probe.security.value
             if probe.edes:
                 result += f": {probe.edes[0]}"
-            self.trust.update_nta(replace(nta, last_recheck_at=self.clock.now(),
+            # The NTA as it is now: questions asked while the recheck ran must not be lost,
+            # and an NTA the operator replaced meanwhile is not the one that was rechecked.
+            current = self.trust.nta(nta.zone)
+            if current is None or current.added_at != nta.added_at:
+                continue
+            self.trust.update_nta(replace(current, last_recheck_at=self.clock.now(),
                                           last_recheck_result=result))
             if probe.security is Security.SECURE:
                 self.remove_nta(nta.zone, why="recheck: the zone validates again")
                 ended.append((nta, "recheck"))
         if ended:
             self._trust_changed()
+        elif self._questions_unsaved:
+            # The recheck's bookkeeping alone is not worth a write every interval; with
+            # questions that no save has carried yet, it goes along.
+            self._save_ntas()
         return ended
 
     async def _maintenance_loop(self) -> None:

@@ -1,0 +1,114 @@
+"""NTAs across a restart (RFC 7646 with README's promises): the recheck keeps asking what
+clients asked under the NTA, and the state file is held to the API's rules when read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.name
+import dns.rdatatype
+
+from anchord.control.ntastore import FileTrustStore
+from anchord.core.outcome import EdeCode, Outcome, Question
+from anchord.core.trustmap import NegativeAnchor
+from tests.conftest import World
+
+BOGUS_ZONE = dns.name.from_text("bogus.de.")
+
+
+def ask(world: World, name: str) -> Outcome:
+    q = Question(dns.name.from_text(name), dns.rdatatype.A)
+    return asyncio.run(world.resolver.resolve(q))
+
+
+def under_nta(o: Outcome) -> bool:
+    return any(e.code is EdeCode.NEGATIVE_TRUST_ANCHOR for e in o.edes)
+
+
+def counting_store(world: World, path: Path) -> list[list[NegativeAnchor]]:
+    """Wire `world` to a file store as `anchord serve` does; the list records each save."""
+    store = FileTrustStore(path)
+    saves: list[list[NegativeAnchor]] = []
+
+    def save(ntas: list[NegativeAnchor]) -> None:
+        saves.append(ntas)
+        store.save(ntas)
+
+    world.resolver.on_trust_change = save
+    return saves
+
+
+def restart(make_world: Callable[..., World], path: Path, at: float) -> World:
+    """A new process after kill -9: only what is on disk comes back."""
+    world = make_world(at=at)
+    counting_store(world, path)
+    world.resolver.restore_ntas(FileTrustStore(path).load())
+    return world
+
+
+def test_rfc7646_recheck_after_a_restart_still_asks_what_clients_asked(
+        make_world: Callable[..., World], tmp_path: Path) -> None:
+    """The fresh-user trial: bogus.de's SOA validates, www.bogus.de/A does not. Without
+    the asked question in the state file, the first recheck after a restart saw only the
+    SOA, removed the NTA and www.bogus.de was SERVFAIL again."""
+    path = tmp_path / "nta.json"
+    w = make_world()
+    counting_store(w, path)
+    w.resolver.add_nta(BOGUS_ZONE, lifetime=3600, reason="www does not verify")
+    assert under_nta(ask(w, "www.bogus.de."))
+    # kill -9 before any recheck ran: nothing is written at exit.
+    w2 = restart(make_world, path, w.clock.now() + 10)
+    w2.clock.advance(301)
+    assert asyncio.run(w2.resolver.maintain_ntas()) == []
+    (nta,) = w2.resolver.trust.ntas()
+    assert nta.last_recheck_result.startswith("bogus"), nta.last_recheck_result
+    assert under_nta(ask(w2, "www.bogus.de."))
+
+
+def test_questions_are_saved_when_first_recorded_and_at_rechecks_not_per_query(
+        make_world: Callable[..., World], tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    w = make_world()
+    saves = counting_store(w, path)
+    w.resolver.add_nta(BOGUS_ZONE, lifetime=3600)
+    assert len(saves) == 1
+    for _ in range(5):
+        assert under_nta(ask(w, "www.bogus.de."))
+    assert len(saves) == 2  # the first time only
+    names = [f"n{i}.bogus.de." for i in range(7)]
+    for name in names:
+        ask(w, name)
+    assert len(saves) == 9  # the list grew to 8: each new one saved
+    ask(w, "www.bogus.de.")  # asked again: now the newest, and no write for the order
+    assert len(saves) == 9
+    ask(w, "late.bogus.de.")  # the list is full: this one replaces the oldest (n0)...
+    assert len(saves) == 9  # ...and waits for the next save
+    w.clock.advance(301)
+    assert asyncio.run(w.resolver.maintain_ntas()) == []  # www still fails
+    assert len(saves) == 10
+    stored = json.loads(path.read_text())["ntas"][0]
+    assert stored["questions"] == [f"{n} A" for n in names[1:]] + [
+        "www.bogus.de. A", "late.bogus.de. A"]
+    assert stored["last_recheck_result"].startswith("bogus")
+    w.clock.advance(301)  # nothing new asked: the recheck's bookkeeping alone is not saved
+    asyncio.run(w.resolver.maintain_ntas())
+    assert len(saves) == 10
+    w2 = restart(make_world, path, w.clock.now())
+    (nta,) = w2.resolver.trust.ntas()
+    assert [str(q) for q in nta.questions][-1] == "late.bogus.de./A"
+
+
+def test_a_state_file_without_questions_still_loads(make_world: Callable[..., World],
+                                                    tmp_path: Path) -> None:
+    w = make_world()
+    now = w.clock.now()
+    path = tmp_path / "nta.json"
+    path.write_text(json.dumps({"version": 1, "ntas": [
+        {"zone": "bogus.de.", "reason": "r", "added_at": now, "expires_at": now + 60}]}))
+    w2 = restart(make_world, path, now)
+    (nta,) = w2.resolver.trust.ntas()
+    assert nta.questions == ()
+
