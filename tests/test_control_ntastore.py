@@ -120,7 +120,7 @@ def test_one_bad_entry_costs_only_itself(tmp_path: Path,
     problem = store.problem
     assert str(path) in problem and str(aside) in problem and "\n" not in problem
     assert "3 of 142" in problem and "starting with the other 139" in problem
-    assert "entry 58 'a..b': bad zone 'a..b'" in problem
+    assert "entry 58 'a..b': zone 'a..b' is not a domain name" in problem
     assert "entry 141 'late.de.': 'expires_at' is not a number" in problem
     assert "entry 142: an NTA entry is not an object" in problem
     assert [r.getMessage() for r in caplog.records] == [problem]  # one line

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import dns.name
 import dns.rdatatype
+import pytest
 
 from anchord.control.ntastore import FileTrustStore
 from anchord.core.outcome import EdeCode, Outcome, Question
@@ -112,3 +114,37 @@ def test_a_state_file_without_questions_still_loads(make_world: Callable[..., Wo
     (nta,) = w2.resolver.trust.ntas()
     assert nta.questions == ()
 
+
+def test_state_file_root_nta_is_dropped_and_a_long_one_clamped(
+        make_world: Callable[..., World], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A hand-edited state file meets the API's rules: no NTA for the root (validation
+    off for every name), no end beyond now + nta.max_lifetime."""
+    w = make_world()
+    now = w.clock.now()
+    path = tmp_path / "nta.json"
+    ten_years = 10 * 365 * 86400
+    path.write_text(json.dumps({"version": 1, "ntas": [
+        {"zone": ".", "reason": "", "added_at": now, "expires_at": now + ten_years,
+         "recheck": False},
+        {"zone": "*.de.", "reason": "", "added_at": now, "expires_at": now + 60},
+        {"zone": "long.de.", "reason": "", "added_at": now, "expires_at": now + ten_years},
+        {"zone": "bogus.de.", "reason": "r", "added_at": now, "expires_at": now + 60},
+    ]}))
+    with caplog.at_level(logging.WARNING):
+        w2 = restart(make_world, path, now)
+    ntas = {n.zone.to_text(): n for n in w2.resolver.trust.ntas()}
+    assert sorted(ntas) == ["bogus.de.", "long.de."]
+    assert ntas["long.de."].expires_at == now + w2.config.nta.max_lifetime
+    assert ntas["bogus.de."].expires_at == now + 60
+    root = [r.getMessage() for r in caplog.records if "'.'" in r.getMessage()]
+    assert len(root) == 1 and "root" in root[0] and "dropped" in root[0], root
+    assert any("'*.de.'" in r.getMessage() and "wildcard" in r.getMessage()
+               for r in caplog.records)
+    clamped = [r for r in caplog.records if "long.de." in r.getMessage()]
+    assert len(clamped) == 1 and clamped[0].levelno == logging.WARNING
+    assert "nta.max_lifetime = 604800" in clamped[0].getMessage()
+    # The bad entries are kept for the operator, as for any unreadable entry.
+    assert list(tmp_path.glob("nta.json.corrupt-*"))
+    saved = json.loads(path.read_text())["ntas"]
+    assert [n["zone"] for n in saved] == ["bogus.de.", "long.de."]

@@ -37,8 +37,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.name
 from aiohttp import web
 
 from anchord import __version__
@@ -48,9 +46,11 @@ from anchord.control.metrics import AnchordCollector, make_registry, rcode_name,
 from anchord.control.ntastore import (
     FileTrustStore,
     TrustStore,
-    format_duration,
+    lifetime_over_max,
     nta_to_json,
+    nta_zone,
     parse_lifetime,
+    parse_zone,
     short_repr,
 )
 from anchord.core.trustmap import NegativeAnchor
@@ -81,33 +81,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-# -- parsing what operators type ---------------------------------------------------------
-
-def parse_zone(value: Any) -> dns.name.Name:
-    """A zone name from a request; ValueError with a readable sentence if it is not one."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"zone {short_repr(value)} is not a domain name")
-    text = value.strip()
-    if any(c.isspace() for c in text):
-        raise ValueError(f"zone {short_repr(value)} is not a domain name (it contains white space)")
-    # dnspython takes control characters and NUL (as \000 in the name); no operator
-    # means one, and they would end up in logs and the state file.
-    bad = next((c for c in text if not c.isprintable()), None)
-    if bad is not None:
-        raise ValueError(f"zone {short_repr(value)} is not a domain name (it contains the "
-                         f"non-printable character U+{ord(bad):04X})")
-    try:
-        name = dns.name.from_text(text)
-    except dns.exception.DNSException as e:
-        raise ValueError(f"zone {short_repr(value)} is not a domain name: {e}") from None
-    if b"*" in name.labels:
-        # An NTA or a flush covers a zone and all below it; '*' would be taken as the
-        # literal label, never as "every name": refuse rather than do nothing useful.
-        raise ValueError(f"zone {short_repr(value)} has a wildcard label '*': give the zone "
-                         "itself (an NTA or flush already covers every name below it)")
-    return name
 
 
 def iso(t: float | None) -> str | None:
@@ -321,18 +294,16 @@ class Control:
         body = await self._body(request, _NTA_KEYS)
         cfg = self.config.nta
         try:
-            zone = parse_zone(body.get("zone"))
+            # The same rules as for the state file at start-up (ntastore): there a
+            # root NTA is dropped and a longer one cut to the maximum.
+            zone = nta_zone(body.get("zone"))
             raw_life = body.get("lifetime")
             lifetime = cfg.default_lifetime if raw_life is None else parse_lifetime(raw_life)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        if zone == dns.name.root:
-            raise ApiError(400, "an NTA for the root would switch validation off for every "
-                                "name; set dnssec.enabled = false if that is really meant")
-        if lifetime > cfg.max_lifetime:
-            raise ApiError(400, f"lifetime {format_duration(lifetime)} is longer than the "
-                                f"maximum, {format_duration(cfg.max_lifetime)} "
-                                f"(nta.max_lifetime = {cfg.max_lifetime})")
+        too_long = lifetime_over_max(lifetime, cfg.max_lifetime)
+        if too_long is not None:
+            raise ApiError(400, too_long)
         reason = body.get("reason", "")
         recheck = body.get("recheck", True)
         if not isinstance(reason, str) or not isinstance(recheck, bool):

@@ -111,6 +111,53 @@ def parse_lifetime(value: Any) -> int:
     return seconds
 
 
+def lifetime_over_max(seconds: float, max_lifetime: int) -> str | None:
+    """The one rule on how long an NTA may last, for the API (which refuses a longer one)
+    and the state file at start-up (whose NTA is cut to it): why, or None if it fits."""
+    if seconds <= max_lifetime:
+        return None
+    return (f"lifetime {format_duration(seconds)} is longer than the maximum, "
+            f"{format_duration(max_lifetime)} (nta.max_lifetime = {max_lifetime})")
+
+
+# -- zones as operators write them -----------------------------------------------------
+
+def parse_zone(value: Any) -> dns.name.Name:
+    """A zone name from a request; ValueError with a readable sentence if it is not one."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"zone {short_repr(value)} is not a domain name")
+    text = value.strip()
+    if any(c.isspace() for c in text):
+        raise ValueError(f"zone {short_repr(value)} is not a domain name (it contains white space)")
+    # dnspython takes control characters and NUL (as \000 in the name); no operator
+    # means one, and they would end up in logs and the state file.
+    bad = next((c for c in text if not c.isprintable()), None)
+    if bad is not None:
+        raise ValueError(f"zone {short_repr(value)} is not a domain name (it contains the "
+                         f"non-printable character U+{ord(bad):04X})")
+    try:
+        name = dns.name.from_text(text)
+    except dns.exception.DNSException as e:
+        raise ValueError(f"zone {short_repr(value)} is not a domain name: {e}") from None
+    if b"*" in name.labels:
+        # An NTA or a flush covers a zone and all below it; '*' would be taken as the
+        # literal label, never as "every name": refuse rather than do nothing useful.
+        raise ValueError(f"zone {short_repr(value)} has a wildcard label '*': give the zone "
+                         "itself (an NTA or flush already covers every name below it)")
+    return name
+
+
+def nta_zone(value: Any) -> dns.name.Name:
+    """The zone of a new NTA, from the API or the state file (one rule for both: a
+    hand-edited file must not do what the API refuses): parse_zone's, and not the root.
+    ValueError with the sentence otherwise."""
+    zone = parse_zone(value)
+    if zone == dns.name.root:
+        raise ValueError("an NTA for the root would switch validation off for every name; "
+                         "set dnssec.enabled = false if that is really meant")
+    return zone
+
+
 def format_duration(seconds: float) -> str:
     """3600 -> '1h', 5400 -> '1h30m', 604800 -> '7d' (for messages and tables)."""
     s = int(seconds)
@@ -181,12 +228,12 @@ def _number(item: dict[str, Any], key: str) -> float:
 def nta_from_json(item: Any) -> NegativeAnchor:
     if not isinstance(item, dict):
         raise StateFileError(f"an NTA entry is not an object: {item!r}")
+    if "zone" not in item:
+        raise StateFileError("an NTA entry has no 'zone'")
     try:
-        zone = dns.name.from_text(str(item["zone"]))
-    except KeyError:
-        raise StateFileError("an NTA entry has no 'zone'") from None
-    except dns.exception.DNSException as e:
-        raise StateFileError(f"bad zone {item.get('zone')!r}: {e}") from None
+        zone = nta_zone(item["zone"])
+    except ValueError as e:
+        raise StateFileError(str(e)) from None
     last = item.get("last_recheck_at")
     # Absent from files written before the recheck's questions were kept: none then.
     asked = item.get("questions", [])
@@ -355,6 +402,7 @@ class FileTrustStore:
         write_atomically(self.path, encode(ntas))
 
 
-__all__ = ["parse_lifetime", "short_repr", "format_duration", "TrustStore", "FileTrustStore",
+__all__ = ["parse_lifetime", "short_repr", "format_duration", "lifetime_over_max",
+           "parse_zone", "nta_zone", "TrustStore", "FileTrustStore",
            "StateFileError", "write_atomically", "nta_to_json", "nta_from_json", "encode",
            "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped"]

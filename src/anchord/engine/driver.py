@@ -18,6 +18,7 @@ import dns.name
 import dns.rcode
 
 from anchord.control.config import Config
+from anchord.control.ntastore import lifetime_over_max
 from anchord.core.cache import EntryState
 from anchord.core.outcome import Ede, EdeCode, Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
@@ -189,8 +190,11 @@ class Driver:
                 recheck: bool = True) -> NegativeAnchor:
         cfg = self.config.nta
         life = cfg.default_lifetime if lifetime is None else lifetime
-        if not 0 < life <= cfg.max_lifetime:
-            raise ValueError(f"NTA lifetime must be between 1 s and {cfg.max_lifetime} s")
+        if life <= 0:
+            raise ValueError("an NTA's lifetime must be positive")
+        too_long = lifetime_over_max(life, cfg.max_lifetime)
+        if too_long is not None:
+            raise ValueError(too_long)
         now = self.clock.now()
         old = self.trust.nta(zone)
         # A replaced NTA keeps what clients asked under it: the recheck still needs it.
@@ -214,13 +218,25 @@ class Driver:
         return removed
 
     def restore_ntas(self, ntas: list[NegativeAnchor]) -> None:
-        """Put back NTAs read from the state file at start-up (expired ones are dropped)."""
+        """Put back NTAs read from the state file at start-up (expired ones are dropped).
+
+        The file is held to the API's rules (a hand-edited one could otherwise turn
+        validation off for years): the zone's when it was read (ntastore.nta_zone), the
+        lifetime's here, where the time is: an NTA ending later than nta.max_lifetime
+        from now is cut to that, with a warning."""
         now = self.clock.now()
+        max_lifetime = self.config.nta.max_lifetime
         for nta in ntas:
-            if nta.expires_at > now:
-                # A hand-edited list of questions is asked at every recheck: no more
-                # than the driver itself keeps.
-                self.trust.add_nta(replace(nta, questions=nta.questions[-RECHECK_QUESTIONS:]))
+            if nta.expires_at <= now:
+                continue
+            too_long = lifetime_over_max(nta.expires_at - now, max_lifetime)
+            if too_long is not None:
+                nta = replace(nta, expires_at=now + max_lifetime)
+                log.warning("NTA for %s in the state file: %s; it now ends at %s", nta.zone,
+                            too_long, utc_iso(nta.expires_at))
+            # A hand-edited list of questions is asked at every recheck: no more than
+            # the driver itself keeps.
+            self.trust.add_nta(replace(nta, questions=nta.questions[-RECHECK_QUESTIONS:]))
         self._trust_changed()
 
     def replace_ntas(self, ntas: list[NegativeAnchor]) -> bool:
