@@ -162,6 +162,45 @@ def test_nan_and_infinity_lifetimes_are_400(world: World, tmp_path: Path, raw: b
     run_api(world, tmp_path, body)
 
 
+@pytest.mark.parametrize("raw,words", [
+    (b"[" * 60000, "nests JSON more than 8 levels"),  # json.loads: RecursionError
+    (b'{"zone": "de", "lifetime": ' + b"9" * 5000 + b"}", "a number of 5000 digits"),
+    (b'{"zone": "de", "lifetime": -' + b"9" * 5000 + b"}", "a number of 5000 digits"),
+    (b'{"zone": ' + b"[" * 500 + b"]" * 500 + b"}", "nests JSON more than 8 levels"),
+    (b'{"zone": "de", "reason": "\xff"}', "not valid JSON"),
+    (b"\xff\xfe", "not valid JSON"),
+], ids=["60000-brackets", "5000-digits", "5000-digits-negative", "nested-500", "bad-utf8-string",
+        "bad-utf8"])
+def test_every_body_decode_failure_is_a_json_400(world: World, tmp_path: Path, raw: bytes,
+                                                 words: str) -> None:
+    async def body(control: Control, api: Client) -> None:
+        for path in ("/v1/nta", "/v1/cache/flush"):
+            status, doc = await api.call("POST", path, raw=raw)
+            assert status == 400 and words in doc["error"] and len(doc["error"]) < 160, doc
+
+    run_api(world, tmp_path, body)
+
+
+def test_a_handler_bug_is_a_json_500_with_a_logged_traceback(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def body(control: Control, api: Client) -> None:
+        def broken() -> None:
+            raise RuntimeError("counter snapshot went wrong")
+
+        monkeypatch.setattr(control.collector, "stats", broken)
+        status, doc = await api.call("GET", "/v1/status")
+        assert status == 500 and "internal error on GET /v1/status" in doc["error"], doc
+        status, doc = await api.call("GET", "/v1/nta")  # the API still answers
+        assert status == 200
+
+    with caplog.at_level("ERROR", logger="anchord.control"):
+        run_api(world, tmp_path, body)
+    failed = [r for r in caplog.records if "GET /v1/status failed" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None
+    assert "counter snapshot went wrong" in caplog.text
+
+
 def test_flush_body_takes_only_zone(world: World, tmp_path: Path) -> None:
     async def body(control: Control, api: Client) -> None:
         status, doc = await api.call("POST", "/v1/cache/flush", {"zone": "de", "all": True})

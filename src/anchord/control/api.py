@@ -14,7 +14,8 @@ Endpoints (every one but /metrics needs `Authorization: Bearer <token>`):
 or node agent scrapes it; it only reads counters). On any other address it needs the token
 like the rest: Prometheus sends it with `authorization: {credentials_file: ...}`.
 
-Errors are JSON, {"error": "one line"}, with 400 (bad request), 401 (token), 404.
+Errors are JSON, {"error": "one line"}, with 400 (bad request), 401 (token), 404, 405
+(method), 408 (body too slow), 413 (body too large) or 500 (see below, or a bug: logged).
 An NTA change answers `"saved": true` once the trust store has it; if the store cannot be
 written, the change is in force all the same but the answer is 500 with `"saved": false`
 and an "error" line saying it will not survive a restart (the CLI exits 1 on it).
@@ -59,11 +60,19 @@ from anchord.engine.driver import Driver
 log = logging.getLogger("anchord.control")
 
 _MAX_BODY = 64 * 1024  # control requests are tiny; refuse anything larger
+_TOO_LARGE = f"the request body is larger than the limit of {_MAX_BODY} bytes"
 _OPEN_ON_LOOPBACK = ("/metrics", *dashboard.PATHS)  # read-only: no token on loopback
 # Seconds a client may take to send a whole request. aiohttp arms keepalive_timeout when
 # a connection opens, so it also closes a connection whose request headers never finish;
 # the body is read under the same bound in _body.
 READ_TIMEOUT = 10.0
+# Depth of JSON nesting a body may have: control requests are flat objects. Deeper ones
+# are refused before anything walks them (json.loads itself stops near 1,000 levels with
+# a RecursionError, and repr() in an error message could hit the same limit).
+_MAX_DEPTH = 8
+# Digits of a JSON integer: Python refuses to convert more than 4,300 (ValueError from
+# json.loads), and no control value needs more than a few.
+_MAX_DIGITS = 30
 # The keys each POST takes: anything else is a typo the client should hear about.
 _NTA_KEYS = ("zone", "lifetime", "reason", "recheck")
 MAX_REASON = 300  # characters of an NTA's reason
@@ -81,6 +90,51 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _NumberTooLong(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise _NumberTooLong(f"the request body has a number of {len(text.lstrip('-'))} "
+                             f"digits; at most {_MAX_DIGITS}")
+    return int(text)
+
+
+def _too_deep(doc: Any) -> bool:
+    """True if `doc` nests lists or objects more than _MAX_DEPTH deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth >= _MAX_DEPTH:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                                  else value))
+    return False
+
+
+def decode_body(raw: bytes) -> Any:
+    """A request body as JSON; ApiError 400 for anything that is not small, sane JSON.
+
+    Every way json.loads can fail lands here, not in a 500: bad syntax or UTF-8
+    (ValueError), nesting that exhausts the stack (RecursionError) and integers past
+    Python's 4,300-digit conversion limit (refused by _parse_int before int() sees them).
+    """
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
+    except _NumberTooLong as e:
+        raise ApiError(400, str(e)) from None
+    except RecursionError:
+        raise ApiError(400, f"the request body nests JSON more than {_MAX_DEPTH} levels "
+                            "deep") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise ApiError(400, "the request body is not valid JSON") from None
+    if _too_deep(doc):
+        raise ApiError(400, f"the request body nests JSON more than {_MAX_DEPTH} levels deep")
+    return doc
 
 
 def iso(t: float | None) -> str | None:
@@ -221,9 +275,15 @@ class Control:
             what = f"{request.method} {request.path}"
             text = {404: f"no such endpoint: {what}",
                     405: f"method not allowed: {what}",
-                    413: f"the request body is larger than the limit of {_MAX_BODY} bytes",
+                    413: _TOO_LARGE,
                     }.get(e.status, e.reason)
             return _error(e.status, text)
+        except Exception:  # noqa: BLE001 - the one boundary where a handler bug is caught
+            # A bug in a handler: without this aiohttp answers a text/plain 500 page;
+            # the API promises JSON, and the traceback belongs in the resolver's log.
+            log.exception("control API: %s %s failed", request.method, request.path)
+            return _error(500, f"internal error on {request.method} {request.path}; "
+                               "the resolver's log has the details")
 
     def _check_token(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
@@ -244,10 +304,7 @@ class Control:
         except TimeoutError:
             raise ApiError(408, f"the request body did not arrive within "
                                 f"{self.read_timeout:g} s") from None
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON") from None
+        body = decode_body(raw)
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
         unknown = sorted(k for k in body if k not in known)
