@@ -16,6 +16,7 @@ import dns.rdatatype
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from anchord.control import api as api_module
 from anchord.control.api import Control, ControlError, load_or_create_token, start_control
 from anchord.control.ntastore import FileTrustStore
 from anchord.core.outcome import EdeCode, Question, Security
@@ -249,6 +250,51 @@ def test_half_sent_request_is_closed_after_the_read_timeout(world: World, tmp_pa
         writer.close()
 
     run_api(world, tmp_path, body, read_timeout=0.5)
+
+
+async def _timed_exchange(address: tuple[str, int], request: bytes
+                          ) -> tuple[bytes, float, float]:
+    """Send `request`, read until the server closes: (reply, first byte at, EOF at)."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(request)
+    await writer.drain()
+    start = loop.time()
+    first = await asyncio.wait_for(reader.read(1), 30)
+    first_at = loop.time() - start
+    rest = await asyncio.wait_for(reader.read(), 30)
+    eof_at = loop.time() - start
+    writer.close()
+    return first + rest, first_at, eof_at
+
+
+def test_408_comes_at_the_read_timeout_and_the_close_right_after(world: World,
+                                                                 tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        assert control.address is not None
+        reply, first_at, eof_at = await _timed_exchange(
+            control.address, b"POST /v1/nta HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + TOKEN.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"zone\"")
+        assert reply.startswith(b"HTTP/1.1 408 ") and b"within 2 s" in reply
+        assert 1.9 < first_at < 2.5
+        # aiohttp's own lingering (10 s by default) once added a second read timeout.
+        assert eof_at < 2 + api_module.LINGER + 0.5
+
+    run_api(world, tmp_path, body, read_timeout=2)
+
+
+@pytest.mark.parametrize("length", [b"70000", b"99999999999"])
+def test_over_limit_content_length_is_413_before_any_body(world: World, tmp_path: Path,
+                                                          length: bytes) -> None:
+    async def body(control: Control, api: Client) -> None:
+        assert control.address is not None
+        reply, first_at, eof_at = await _timed_exchange(
+            control.address, b"POST /v1/nta HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + TOKEN.encode() + b"\r\nContent-Length: " + length + b"\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 413 ") and b"limit of 65536 bytes" in reply
+        assert first_at < 0.5 and eof_at < api_module.LINGER + 0.5
+
+    run_api(world, tmp_path, body, read_timeout=5)
 
 
 def test_defaults_and_maximum_lifetime(world: World, tmp_path: Path) -> None:

@@ -66,6 +66,11 @@ _OPEN_ON_LOOPBACK = ("/metrics", *dashboard.PATHS)  # read-only: no token on loo
 # a connection opens, so it also closes a connection whose request headers never finish;
 # the body is read under the same bound in _body.
 READ_TIMEOUT = 10.0
+# Seconds aiohttp keeps reading (and dropping) a body it did not need after the answer
+# went out (a 401, or a 413 refused from the Content-Length header), so the client's
+# unsent bytes do not turn the close into a reset that loses the answer. aiohttp's
+# default (10 s) on top of READ_TIMEOUT kept a stalled client waiting 20 s for the close.
+LINGER = 1.0
 # Depth of JSON nesting a body may have: control requests are flat objects. Deeper ones
 # are refused before anything walks them (json.loads itself stops near 1,000 levels with
 # a RecursionError, and repr() in an error message could hit the same limit).
@@ -237,7 +242,7 @@ class Control:
         self._metrics_open = ipaddress.ip_address(host).is_loopback
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                keepalive_timeout=self.read_timeout,
-                               lingering_time=self.read_timeout)
+                               lingering_time=min(LINGER, self.read_timeout))
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -263,12 +268,17 @@ class Control:
         try:
             if not (request.path in _OPEN_ON_LOOPBACK and self._metrics_open):
                 self._check_token(request)
+            size = request.content_length
+            if size is not None and size > _MAX_BODY:
+                # Refused from the header, before any byte of the body is awaited: a
+                # client announcing 99999999999 bytes hears it now, not after a timeout.
+                raise ApiError(413, _TOO_LARGE)
             return await handler(request)
         except ApiError as e:
             resp = _error(e.status, str(e))
-            if e.status == 408:
-                # No keep-alive after a body that never came: answer, then close (after
-                # aiohttp's lingering_time, which start_api bounds by the read timeout).
+            if e.status in (408, 413):
+                # No keep-alive after a body that never came or was not read: answer,
+                # then close (after at most LINGER s of draining, see start_api).
                 resp.force_close()
             return resp
         except web.HTTPException as e:  # aiohttp's own 404/405/413: keep the JSON shape
@@ -277,7 +287,10 @@ class Control:
                     405: f"method not allowed: {what}",
                     413: _TOO_LARGE,
                     }.get(e.status, e.reason)
-            return _error(e.status, text)
+            resp = _error(e.status, text)
+            if e.status == 413:
+                resp.force_close()
+            return resp
         except Exception:  # noqa: BLE001 - the one boundary where a handler bug is caught
             # A bug in a handler: without this aiohttp answers a text/plain 500 page;
             # the API promises JSON, and the traceback belongs in the resolver's log.
