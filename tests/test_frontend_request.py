@@ -12,6 +12,7 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 
+from anchord.core.outcome import EdeCode
 from anchord.frontend.request import ClientQuery, Reason, Rejection, parse_query
 
 
@@ -102,8 +103,8 @@ CASES = [
      dns.rcode.FORMERR),
     ("edns version 1", _edns_version(1), Reason.BADVERS, dns.rcode.BADVERS),
     ("qtype OPT", _wire(rdtype="OPT"), Reason.FORMERR, dns.rcode.FORMERR),
-    ("axfr over udp", _wire(rdtype="AXFR"), Reason.NOTIMP, dns.rcode.NOTIMP),
-    ("ixfr over udp", _wire(rdtype="IXFR"), Reason.NOTIMP, dns.rcode.NOTIMP),
+    ("axfr over udp", _wire(rdtype="AXFR"), Reason.REFUSED, dns.rcode.REFUSED),
+    ("ixfr over udp", _wire(rdtype="IXFR"), Reason.REFUSED, dns.rcode.REFUSED),
     ("class CH", dns.message.make_query("version.bind.", "TXT", "CH").to_wire(),
      Reason.REFUSED, dns.rcode.REFUSED),
     ("class ANY", dns.message.make_query("x.", "A", "ANY").to_wire(), Reason.NOTIMP,
@@ -121,9 +122,14 @@ def test_rejections(name: str, wire: bytes, reason: Reason, rcode: int | None) -
         assert r.id == struct.unpack("!H", wire[:2])[0]
 
 
-def test_axfr_over_tcp_is_refused() -> None:
-    r = parse_query(_wire(rdtype="AXFR"), tcp=True)
+@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
+@pytest.mark.parametrize("tcp", [False, True])
+def test_zone_transfers_are_refused_with_ede_21_on_both_transports(rdtype: str,
+                                                                   tcp: bool) -> None:
+    r = parse_query(_wire(rdtype=rdtype), tcp=tcp)
     assert isinstance(r, Rejection) and r.rcode == dns.rcode.REFUSED
+    assert r.reason is Reason.REFUSED
+    assert [e.code for e in r.edes] == [EdeCode.NOT_SUPPORTED]
 
 
 def test_badvers_keeps_question_and_edns() -> None:

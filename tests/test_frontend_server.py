@@ -136,3 +136,22 @@ def test_tcp_clients_over_the_limit_are_closed() -> None:
         assert srv.frontend.stats.tcp_rejected == 1
         for s in [*held, extra]:
             s.close()
+
+
+@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
+def test_zone_transfer_is_refused_with_ede_21_over_udp_and_tcp(rdtype: str) -> None:
+    # One answer on both transports (it was NOTIMP over UDP, REFUSED without EDE over
+    # TCP): a client retrying over TCP learns nothing new.
+    with running_server() as srv:
+        q = dns.message.make_query("example.de.", rdtype, use_edns=0)
+        replies = [dns.query.udp(q, "127.0.0.1", port=srv.port, timeout=2),
+                   dns.query.tcp(q, "127.0.0.1", port=srv.port, timeout=2)]
+        plain = dns.query.udp(dns.message.make_query("example.de.", rdtype), "127.0.0.1",
+                              port=srv.port, timeout=2)
+        counted = srv.frontend.stats.edes[21]
+    for r in replies:
+        assert r.rcode() == dns.rcode.REFUSED
+        edes = [o for o in r.options if isinstance(o, dns.edns.EDEOption)]
+        assert [int(e.code) for e in edes] == [21] and "zone transfer" in (edes[0].text or "")
+    assert plain.rcode() == dns.rcode.REFUSED and plain.edns < 0  # no OPT without EDNS
+    assert counted == 2

@@ -147,12 +147,14 @@ def render_outcome(query: ClientQuery, outcome: Outcome) -> bytes:
 
 
 def render_rejection(rej: Rejection, edes: tuple[Ede, ...] = ()) -> bytes | None:
-    """The frontend's own error reply (FORMERR, NOTIMP, REFUSED, BADVERS), or None."""
+    """The frontend's own error reply (FORMERR, NOTIMP, REFUSED, BADVERS), or None.
+
+    The EDEs (only with EDNS) are the rejection's own and any the caller adds."""
     if rej.rcode is None:
         return None
     msg = _skeleton(rej.id, rej.flags, rej.question)
     if rej.edns:
-        _edns(msg, rej.do, edes)
+        _edns(msg, rej.do, (*edes, *rej.edes))
     msg.set_rcode(dns.rcode.Rcode.make(rej.rcode))
     return _to_wire(msg, MIN_UDP_SIZE if not rej.edns else EDNS_PAYLOAD)
 

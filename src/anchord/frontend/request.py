@@ -22,7 +22,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from anchord.core.outcome import Question
+from anchord.core.outcome import Ede, EdeCode, Question
 from anchord.core.wireread import read_message
 
 HEADER = struct.Struct("!HHHHHH")
@@ -38,8 +38,11 @@ PARSE_ERRORS = (
     dns.message.UnknownHeaderField,
 )
 
-# Query types that a recursive resolver does not answer over UDP at all.
+# Zone transfers: a recursive resolver holds no zone to transfer.
 _XFR_TYPES = frozenset((dns.rdatatype.AXFR, dns.rdatatype.IXFR))
+# Why, for the client (RFC 8914 21, Not Supported), on UDP and TCP alike.
+XFR_REFUSED = (Ede(EdeCode.NOT_SUPPORTED, "zone transfers are not served by a recursive "
+                                          "resolver"),)
 # Types that make no sense in a question (RFC 6891: OPT is a pseudo-RR; TSIG/TKEY are
 # transaction records).
 _FORMERR_TYPES = frozenset((dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY))
@@ -85,6 +88,7 @@ class Rejection:
     question: Question | None = None  # echoed when it could be read
     edns: bool = False
     do: bool = False
+    edes: tuple[Ede, ...] = ()  # sent when the client sent EDNS
 
 
 def _drop(reason: Reason) -> Rejection:
@@ -121,18 +125,18 @@ def parse_query(wire: bytes, *, tcp: bool = False) -> ClientQuery | Rejection:
     edns = msg.edns >= 0
     do = edns and bool(msg.ednsflags & dns.flags.DO)
 
-    def reject(reason: Reason, rcode: int) -> Rejection:
-        return Rejection(reason, rcode, qid, flags, question, edns, do)
+    def reject(reason: Reason, rcode: int, edes: tuple[Ede, ...] = ()) -> Rejection:
+        return Rejection(reason, rcode, qid, flags, question, edns, do, edes)
 
     if edns and msg.edns > 0:
         return reject(Reason.BADVERS, dns.rcode.BADVERS)  # RFC 6891 6.1.3
     if q.rdtype in _FORMERR_TYPES:
         return reject(Reason.FORMERR, dns.rcode.FORMERR)
     if q.rdtype in _XFR_TYPES:
-        # Zone transfers are not a resolver's business: NOTIMP over UDP (a transfer
-        # cannot happen there), REFUSED over TCP (Unbound's answer).
-        return reject(Reason.REFUSED, dns.rcode.REFUSED) if tcp else reject(
-            Reason.NOTIMP, dns.rcode.NOTIMP)
+        # Not a resolver's business: REFUSED on both transports, as Unbound answers
+        # (one answer whatever the transport, so a client's fallback to TCP changes
+        # nothing), with EDE 21 saying why.
+        return reject(Reason.REFUSED, dns.rcode.REFUSED, XFR_REFUSED)
     if q.rdtype in _NOTIMP_TYPES:
         return reject(Reason.NOTIMP, dns.rcode.NOTIMP)
     if q.rdclass != dns.rdataclass.IN:
@@ -157,4 +161,5 @@ def parse_query(wire: bytes, *, tcp: bool = False) -> ClientQuery | Rejection:
     )
 
 
-__all__ = ["ClientQuery", "Rejection", "Reason", "parse_query", "PARSE_ERRORS", "MIN_UDP_SIZE"]
+__all__ = ["ClientQuery", "Rejection", "Reason", "parse_query", "PARSE_ERRORS", "MIN_UDP_SIZE",
+           "XFR_REFUSED"]

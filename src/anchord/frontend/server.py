@@ -169,6 +169,9 @@ class Frontend:
             if parsed.reason is Reason.FORMERR:
                 st.formerr += 1
             reply = render_rejection(parsed)
+            if parsed.edns:  # counted like an answer's EDEs: they are on the wire too
+                for ede in parsed.edes:
+                    st.edes[int(ede.code)] += 1
         if reply is None:
             st.dropped += 1
         else:
