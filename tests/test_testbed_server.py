@@ -333,3 +333,25 @@ def test_unsigned_zone_has_no_signatures(testbed: Testbed) -> None:
     r = dig(testbed, CHILD, "www.unsigned.de")
     assert r.section("ANSWER", "A") and not r.section("ANSWER", "RRSIG")
     assert dns.name.from_text("unsigned.de.")  # sanity: the name parses
+
+
+def test_restart_keeps_an_edited_resolver_toml_and_writes_new(tmp_path: Path) -> None:
+    tb = start_testbed(tmp_path, children=3)
+    tb.stop()
+    config = tmp_path / "resolver.toml"
+    generated = config.read_text()
+    # Untouched since the testbed wrote it: refreshed in place, nothing to say.
+    tb = start_testbed(tmp_path, children=3)
+    tb.stop()
+    assert tb.resolver_config == config and not tb.config_note
+    assert not (tmp_path / "resolver.toml.new").exists()
+    # An operator's edit survives a restart; the testbed's own config goes beside it.
+    edited = generated.replace("[nta]\n", "[nta]\nrecheck_interval = 60\n")
+    config.write_text(edited)
+    tb = start_testbed(tmp_path, children=3)
+    tb.stop()
+    assert config.read_text() == edited
+    new = tmp_path / "resolver.toml.new"
+    assert tb.resolver_config == new and new.read_text().startswith("# Written by")
+    assert "\n" not in tb.config_note and str(new) in tb.config_note
+    assert "kept" in tb.config_note

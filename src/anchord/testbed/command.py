@@ -13,6 +13,7 @@ owns the event loop; zones.py and authserver.py take `now` and sockets from here
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import signal
 import sys
@@ -82,6 +83,11 @@ class Testbed:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
+        # The resolver config that matches this testbed: resolver.toml, or
+        # resolver.toml.new when resolver.toml holds the user's edits (see
+        # _write_resolver_config); `config_note` is the one line that says so.
+        self.resolver_config: Path = self.resolver_toml
+        self.config_note = ""
 
     # --- inside a running event loop -----------------------------------------------
 
@@ -223,9 +229,43 @@ class Testbed:
             "delv_anchor": DELV_ANCHOR_FILE,
             "resolver_listen": f"127.0.0.1:{self.resolver_port}",
         }
+        text = self._resolver_config(hints, h.trust_anchor)
+        info["resolver_config_sha256"] = _sha256(text)
+        previous = self._previous_config_hash()
         (d / "testbed.json").write_text(json.dumps(info, indent=1) + "\n")
-        self.resolver_toml.write_text(self._resolver_config(hints, h.trust_anchor))
-        load_config(self.resolver_toml)  # the file we hand out must load; fail loudly here
+        self.resolver_config = self._write_resolver_config(text, previous)
+        load_config(self.resolver_config)  # the file we hand out must load; fail loudly here
+
+    def _previous_config_hash(self) -> str:
+        """The hash of the resolver.toml the last start wrote ('' if unknown)."""
+        try:
+            old = json.loads((self.directory / "testbed.json").read_text())
+        except (OSError, ValueError):
+            return ""
+        value = old.get("resolver_config_sha256", "") if isinstance(old, dict) else ""
+        return value if isinstance(value, str) else ""
+
+    def _write_resolver_config(self, text: str, previous: str) -> Path:
+        """Write resolver.toml, unless it holds edits of the user's: then keep it and
+        write resolver.toml.new beside it, as dpkg and rpm do with an edited config file
+        (an operator's edits are never lost; a file we wrote and nobody touched is
+        simply refreshed: the testbed.json of the last start has its hash)."""
+        path = self.resolver_toml
+        try:
+            current = path.read_text()
+        except FileNotFoundError:
+            current = None
+        if current is None or current == text or _sha256(current) == previous:
+            path.write_text(text)
+            path.with_name(path.name + ".new").unlink(missing_ok=True)
+            self.config_note = ""
+            return path
+        new = path.with_name(path.name + ".new")
+        new.write_text(text)
+        self.config_note = (f"{path} has changes not made by the testbed: kept; this "
+                            f"testbed's resolver config is {new} (diff them, then move it "
+                            "over or merge)")
+        return new
 
     def _resolver_config(self, hints: dict[str, list[str]], anchor: str) -> str:
         hint_items = ", ".join(f'"{n}" = ["{addrs[0]}"]' for n, addrs in hints.items())
@@ -244,6 +284,10 @@ class Testbed:
             "[nta]\n"
             'state_file = "nta.json"\n'
         )
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --- the click command ---------------------------------------------------------------
@@ -356,8 +400,10 @@ async def _serve(tb: Testbed) -> None:
         loop.add_signal_handler(sig, stop.set)
     await tb.start_async()
     addrs = ", ".join(tb.spec.addresses.all())
+    if tb.config_note:
+        click.echo(f"anchord testbed: {tb.config_note}")
     click.echo(
-        f"anchord testbed: serving {addrs} port {tb.port}; resolver config {tb.resolver_toml}",
+        f"anchord testbed: serving {addrs} port {tb.port}; resolver config {tb.resolver_config}",
         err=False,
     )
     sys.stdout.flush()

@@ -92,9 +92,12 @@ def demo(directory: Path, children: int, port: int, resolver_port: int) -> None:
         tb.start()
     except TestbedError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"testbed ready in {time.monotonic() - t0:.1f} s; starting anchord serve")
+    if tb.config_note:
+        click.echo(tb.config_note)
+    click.echo(f"testbed ready in {time.monotonic() - t0:.1f} s; starting anchord serve "
+               f"(control API on 127.0.0.1:{resolver_port + 1})")
     proc = subprocess.Popen([sys.executable, "-m", "anchord", "serve", "-c",
-                             str(directory / "resolver.toml")])
+                             str(tb.resolver_config)])
     failures = 0
     try:
         _wait_for_resolver(resolver_port, proc, 30)
