@@ -42,3 +42,16 @@ def test_demo_exits_0_and_its_table_shows_www_bogus_de_servfail_with_ede6(
         assert row[1:3] == ["SERVFAIL", "-"] and row[4] == "6", row
     assert {row[3] for row in bogus} == {"fresh", "cached"}
     assert "all answers as expected" in done.stdout
+
+
+def test_scripts_main_help_runs_nothing_and_shows_the_replay_options(tmp_path: Path) -> None:
+    main = Path(__file__).resolve().parents[1] / "scripts" / "main"
+    env = {**os.environ, "PYTHON": sys.executable}
+    for flag in ("--help", "-h"):
+        r = subprocess.run(["bash", str(main), "--names", "10", flag], capture_output=True,
+                           text=True, timeout=60, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        # No set-up (apt, pip) and no demo: it would print "signing and serving".
+        assert r.stdout.startswith("Usage: ./scripts/main") and "signing" not in r.stdout
+        assert "control API on 127.0.0.1:5355" in r.stdout
+        assert "--compare-variants" in r.stdout and "--port-base" in r.stdout
