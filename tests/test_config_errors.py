@@ -127,3 +127,47 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     p.write_bytes(b"[cache]\n\xef\xbb\xbfmax_ttl = 600\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(p)
+
+
+@pytest.mark.parametrize("key", ["stub_zones", "forward_zones", "root_hints"])
+def test_a_bad_name_in_a_server_table_is_one_line(tmp_path: Path, key: str) -> None:
+    """The iterator turns these names into dns.name.Name at start: a name dnspython
+    rejects was a traceback there (EmptyLabel), not a config error."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f'[upstream]\n{key} = {{ "a..b" = ["192.0.2.1"] }}\n')
+    assert str(e.value) == (f"{tmp_path / 'a.toml'}: key 'upstream.{key}.\"a..b\"': "
+                            "'a..b' is not a domain name: A DNS label is empty.")
+
+
+def test_a_server_table_entry_needs_good_addresses(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, '[upstream]\nstub_zones = { "example." = ["192.0.2.1", "x"] }\n')
+    assert "key 'upstream.stub_zones.\"example.\"[1]': bad address 'x'" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, '[upstream]\nforward_zones = { "example." = [] }\n')
+    assert "key 'upstream.forward_zones.\"example.\"': no address" in str(e.value)
+
+
+def test_type_errors_name_table_entries_as_toml_does(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, '[upstream]\nroot_hints = { "a." = "192.0.2.1" }\n')
+    assert str(e.value).endswith(
+        "key 'upstream.root_hints.\"a.\"': expected a list of strings, got \"192.0.2.1\"")
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, '[upstream]\nroot_hints = { a = [5] }\n')  # a bare key stays bare
+    assert str(e.value).endswith("key 'upstream.root_hints.a[0]': expected a string, got 5")
+
+
+@pytest.mark.parametrize("toml,shown", [
+    ("1979-05-27T07:32:00", "the date-time 1979-05-27T07:32:00"),
+    ("1979-05-27T07:32:00Z", "the date-time 1979-05-27T07:32:00+00:00"),
+    ("1979-05-27", "the date 1979-05-27"),
+    ("07:32:00", "the time 07:32:00"),
+    ("[1979-05-27]", "[1979-05-27]"),
+    ('"53"', '"53"'),
+])
+def test_a_wrong_type_shows_the_value_as_toml_not_python(
+        tmp_path: Path, toml: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f"[upstream]\nport = {toml}\n")
+    assert str(e.value).endswith(f"key 'upstream.port': expected an integer, got {shown}")

@@ -7,8 +7,11 @@ and what is wrong (ConfigError). Every option and its default is listed in the R
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -222,37 +225,60 @@ def _plural_name(tp: Any) -> str:
     )
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """`value` as option type `tp`; ConfigError naming the key at `path` if it is not."""
+    where = f"key '{path}'"
     origin = typing.get_origin(tp)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {_shown(value)}")
         (inner,) = typing.get_args(tp)
-        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise ConfigError(f"{where}: expected a table, got {_shown(value)}")
         _, vt = typing.get_args(tp)
-        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): _coerce(v, vt, _subkey(path, str(k))) for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{where}: unsupported option type")
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
         return value
     raise ConfigError(f"{where}: unsupported option type {tp!r}")
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _subkey(path: str, key: str) -> str:
+    """The path of table entry `key` as TOML writes it: zone and server names hold dots,
+    so they are quoted (upstream.stub_zones."example.org."), as in the file."""
+    return f"{path}.{key}" if _BARE_KEY.fullmatch(key) else f"{path}.{json.dumps(key)}"
+
+
+def _shown(value: Any) -> str:
+    """A value from the file as the operator wrote it (TOML), not as Python's repr: a
+    date-time would read datetime.datetime(1979, 5, 27, ...) otherwise."""
+    if isinstance(value, datetime.datetime):
+        return f"the date-time {value.isoformat()}"
+    if isinstance(value, datetime.date):
+        return f"the date {value.isoformat()}"
+    if isinstance(value, datetime.time):
+        return f"the time {value.isoformat()}"
+    return _toml_value(value)
 
 
 # Config fields set by load_config, not options a file may set.
@@ -274,7 +300,7 @@ def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"'{path}' must be a table ([{path}])")
             _fill(current, value, path)
         else:
-            setattr(obj, key, _coerce(value, tp, f"key '{path}'"))
+            setattr(obj, key, _coerce(value, tp, path))
 
 
 def _check_range(where: str, value: float, low: float, high: float) -> None:
@@ -335,17 +361,8 @@ def _validate(cfg: Config) -> None:
     _check_range("upstream.timeout", cfg.upstream.timeout, 0.01, 60)
     _check_range("upstream.attempts", cfg.upstream.attempts, 1, 20)
     _check_range("upstream.edns_buffer_size", cfg.upstream.edns_buffer_size, 512, 65535)
-    for zone_map, key in ((cfg.upstream.stub_zones, "stub_zones"),
-                          (cfg.upstream.forward_zones, "forward_zones"),
-                          (cfg.upstream.root_hints, "root_hints")):
-        for name, addrs in zone_map.items():
-            for a in addrs:
-                try:
-                    parse_endpoint(a, cfg.upstream.port)
-                except ValueError as e:
-                    raise ConfigError(
-                        f"key 'upstream.{key}.{name}': bad address {a!r}: {e}"
-                    ) from None
+    for key in ("stub_zones", "forward_zones", "root_hints"):
+        _check_servers(f"upstream.{key}", getattr(cfg.upstream, key), cfg.upstream.port)
     if not cfg.upstream.root_hints and "." not in cfg.upstream.stub_zones \
             and "." not in cfg.upstream.forward_zones:
         raise ConfigError("key 'upstream.root_hints': empty, and no stub or forward zone for '.'")
@@ -375,6 +392,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(
                 f"key 'dnssec.insecure_zones[{i}]': the root would turn validation off for "
                 "every name; set dnssec.enabled = false if that is really meant")
+        _check_name(f"dnssec.insecure_zones[{i}]", zone)
     if cfg.dnssec.algorithm_policy not in ("rfc8624", "all"):
         raise ConfigError(
             f"key 'dnssec.algorithm_policy': {cfg.dnssec.algorithm_policy!r} "
@@ -410,11 +428,29 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("key 'dnssec.trust_anchors': empty while dnssec.enabled = true, so "
                           "nothing could be validated; give the anchors, or set "
                           "dnssec.enabled = false to run without validation")
-    for i, zone in enumerate(cfg.dnssec.insecure_zones):
-        try:
-            dns.name.from_text(zone)
-        except dns.exception.DNSException as e:
-            raise ConfigError(f"key 'dnssec.insecure_zones[{i}]': {e}") from None
+
+
+def _check_name(path: str, text: str) -> None:
+    # The resolver turns these into dns.name.Name objects when it starts: a name
+    # dnspython rejects must stop start-up here, as one line, not as its traceback.
+    try:
+        dns.name.from_text(text)
+    except dns.exception.DNSException as e:
+        raise ConfigError(f"key '{path}': {text!r} is not a domain name: {e}") from None
+
+
+def _check_servers(path: str, table: dict[str, list[str]], port: int) -> None:
+    """A name -> ["addr[:port]", ...] table (root hints, stub and forward zones)."""
+    for name, addrs in table.items():
+        where = _subkey(path, name)
+        _check_name(where, name)
+        if not addrs:
+            raise ConfigError(f"key '{where}': no address: there would be no server to ask")
+        for i, a in enumerate(addrs):
+            try:
+                parse_endpoint(a, port)
+            except ValueError as e:
+                raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: {e}") from None
 
 
 def parse_trust_anchor(line: str) -> dns.rrset.RRset:
@@ -518,6 +554,8 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date too
+        return value.isoformat()
     return repr(value)
 
 
