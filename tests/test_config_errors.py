@@ -171,3 +171,12 @@ def test_a_wrong_type_shows_the_value_as_toml_not_python(
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, f"[upstream]\nport = {toml}\n")
     assert str(e.value).endswith(f"key 'upstream.port': expected an integer, got {shown}")
+
+
+def test_do_not_query_takes_addresses_and_networks_only(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[upstream]\ndo_not_query = ["192.0.2.1", "127.0.0.0/8", "::1/128"]\n')
+    assert cfg.upstream.do_not_query == ["192.0.2.1", "127.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, '[upstream]\ndo_not_query = ["192.0.2.1", "999.9.9.9"]\n')
+    assert str(e.value).endswith("key 'upstream.do_not_query[1]': '999.9.9.9' is not an "
+                                 "address or a network like 127.0.0.0/8")

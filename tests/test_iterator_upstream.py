@@ -159,3 +159,37 @@ def test_most_queries_go_to_the_zone_server_with_the_lower_smoothed_rtt() -> Non
     hosts = Counter(host for host, sent, _ in transport.sent if sent in wanted)
     assert sum(hosts.values()) >= len(names)
     assert hosts[fast] >= 0.8 * sum(hosts.values()), hosts
+
+
+# -- do_not_query -------------------------------------------------------------------------
+
+
+def test_do_not_query_takes_networks_and_addresses_and_skips_every_server_inside() -> None:
+    """Unbound's do-not-query-address takes netblocks too. example.test.'s second server,
+    198.51.100.33, answers fast (its first is slow): it would get nearly every question,
+    but inside a blocked network or at a blocked address it gets none."""
+    world = standard_world()
+    example = world.zone("example.test.")
+    names = [f"host{i}" for i in range(10)]
+    for name in names:
+        example.add(name, "A", "192.0.2.81")
+    world.build()
+    test = world.zone("test.")
+    example.add("@", "NS", "ns2.example.test.")
+    example.add("ns2", "A", "198.51.100.33")
+    test.add("example", "NS", "ns2.example.test.")
+    test.add("ns2.example", "A", "198.51.100.33")
+    test.sign()
+    example.sign()
+    for blocked in (["198.51.100.0/24"], ["2001:db8::/32", "198.51.100.33"]):
+        clock = FakeClock(world.now)
+        transport = ShapedTransport(world, clock, aliases={"198.51.100.33": EXAMPLE_NS},
+                                    delays={EXAMPLE_NS: 0.2})
+        cfg = world.config()
+        cfg.upstream.do_not_query = blocked
+        driver = build_resolver(cfg, clock=clock, transport=transport, seed=7)
+        for name in names:
+            o = _ask(driver, f"{name}.example.test.")
+            assert o.security is Security.SECURE and _addresses(o) == {"192.0.2.81"}, o.edes
+        asked = {host for host, sent, _ in transport.sent if sent.startswith("host")}
+        assert asked == {EXAMPLE_NS}, (blocked, transport.sent)

@@ -190,6 +190,24 @@ stub-zone:
     assert c.upstream.stub_zones == {".": ["193.0.14.129"], "example.org.": ["1.2.3.4:10053"]}
 
 
+def test_confmap_do_not_query_localhost_is_unbounds_default_and_leaves_addresses() -> None:
+    """do-not-query-localhost is Unbound's (default yes); turning it off must not drop the
+    scenario's own do-not-query-address entries; Deckard's servers live on loopback."""
+    def unbound(header: str) -> list[str]:
+        m = map_config(parse_text(SCRIPT.format(header=f"server:\n{header}"),
+                                  "x/unbound/t.rpl"))
+        return m.config.upstream.do_not_query
+
+    assert unbound("\tverbosity: 1") == ["127.0.0.0/8", "::1/128"]
+    assert unbound("\tdo-not-query-address: 192.0.2.0/24\n"
+                   "\tdo-not-query-localhost: no") == ["192.0.2.0/24"]
+    assert unbound("\tdo-not-query-localhost: no\n"
+                   "\tdo-not-query-address: 192.0.2.0/24") == ["192.0.2.0/24"]
+    deckard = map_config(parse_text(SCRIPT.format(header="stub-addr: 127.0.0.10"),
+                                    "x/deckard/t.rpl"))
+    assert deckard.config.upstream.do_not_query == []
+
+
 def test_confmap_deckard_clock_starts_at_override_and_unknown_key_unsupported() -> None:
     header = """stub-addr: 193.0.14.129
 val-override-date: 20181130121750

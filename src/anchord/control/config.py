@@ -91,8 +91,8 @@ class UpstreamConfig:
     stub_zones: dict[str, list[str]] = field(default_factory=dict)
     # zone name -> ["addr[:port]" ...]: forward zones, asked recursively (RD set).
     forward_zones: dict[str, list[str]] = field(default_factory=dict)
-    # Refuse to query these (RFC 6761 style safety); the testbed lives on loopback, so
-    # loopback is allowed by default.
+    # Servers never asked: addresses and networks ("192.0.2.1", "127.0.0.0/8"), as
+    # Unbound's do-not-query-address. Empty by default: the testbed lives on loopback.
     do_not_query: list[str] = field(default_factory=list)
 
 
@@ -337,13 +337,7 @@ def _validate(cfg: Config) -> None:
             parse_endpoint(item)
         except ValueError as e:
             raise ConfigError(f"key 'server.listen[{i}]': bad address {item!r}: {e}") from None
-    for i, item in enumerate(cfg.server.access_control):
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"key 'server.access_control[{i}]': {item!r} is not a network like 127.0.0.0/8"
-            ) from None
+    _check_networks("server.access_control", cfg.server.access_control)
     if not cfg.server.listen:
         raise ConfigError("key 'server.listen': empty: the resolver would listen nowhere")
     _check_range("server.workers", cfg.server.workers, 1, 256)
@@ -363,6 +357,7 @@ def _validate(cfg: Config) -> None:
     _check_range("upstream.edns_buffer_size", cfg.upstream.edns_buffer_size, 512, 65535)
     for key in ("stub_zones", "forward_zones", "root_hints"):
         _check_servers(f"upstream.{key}", getattr(cfg.upstream, key), cfg.upstream.port)
+    _check_networks("upstream.do_not_query", cfg.upstream.do_not_query)
     if not cfg.upstream.root_hints and "." not in cfg.upstream.stub_zones \
             and "." not in cfg.upstream.forward_zones:
         raise ConfigError("key 'upstream.root_hints': empty, and no stub or forward zone for '.'")
@@ -451,6 +446,22 @@ def _check_servers(path: str, table: dict[str, list[str]], port: int) -> None:
                 parse_endpoint(a, port)
             except ValueError as e:
                 raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: {e}") from None
+
+
+def _check_networks(path: str, items: list[str]) -> None:
+    for i, item in enumerate(items):
+        try:
+            parse_network(item)
+        except ValueError:
+            raise ConfigError(f"key '{path}[{i}]': {item!r} is not an address or a network "
+                              "like 127.0.0.0/8") from None
+
+
+def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """'127.0.0.0/8', '::1/128' or a bare address (a /32 or /128) -> the network;
+    ValueError if it is neither. Host bits are ignored (127.0.0.1/8 is 127.0.0.0/8), as
+    Unbound's access-control and do-not-query-address take them."""
+    return ipaddress.ip_network(text, strict=False)
 
 
 def parse_trust_anchor(line: str) -> dns.rrset.RRset:
@@ -559,5 +570,6 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_endpoint", "parse_trust_anchor",
+__all__ = ["Config", "ConfigError", "load_config", "parse_endpoint", "parse_network",
+           "parse_trust_anchor",
            "unusable_trust_anchors", "defaults_as_toml", "MISSING"]

@@ -11,6 +11,7 @@ EDE (22 when nobody answered usefully, 23 for network errors).
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -22,7 +23,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from anchord.control.config import UpstreamConfig, parse_endpoint
+from anchord.control.config import UpstreamConfig, parse_endpoint, parse_network
 from anchord.core.cache import BoundedMap, Delegation, DelegationCache, InfraCache
 from anchord.core.outcome import Ede, EdeCode, Question
 from anchord.core.ports import Clock, ServerAddress, Transport, UpstreamError, UpstreamResult
@@ -302,6 +303,8 @@ class Iterator:
         # DS sets (or signed proofs of no DS) that came with referrals, by child zone:
         # the answer to the DS query the validator is about to ask (Unbound does the same).
         self._referral_ds: dict[dns.name.Name, tuple[float, ZoneAnswer]] = {}
+        # Parsed once: every server choice consults them (and none when there are none).
+        self._do_not_query = tuple(parse_network(n) for n in config.do_not_query)
         self._root = self._configured(dns.name.root, config.root_hints, forward=False,
                                       names_are_ns=True)
         for zone, addrs in config.stub_zones.items():
@@ -330,7 +333,10 @@ class Iterator:
             ok = self.config.do_ipv6
         else:
             ok = self.config.do_ipv4
-        return ok and addr.host not in self.config.do_not_query
+        if not ok or not self._do_not_query:
+            return ok
+        ip = ipaddress.ip_address(addr.host)
+        return not any(ip in net for net in self._do_not_query)
 
     def _ordered_servers(self, deleg: Delegation, work: Work | None = None
                          ) -> list[ServerAddress]:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import dns.rcode
 
-from anchord.control.config import ServerConfig, parse_endpoint
+from anchord.control.config import ServerConfig, parse_endpoint, parse_network
 from anchord.core.outcome import Ede, EdeCode, Outcome, Question
 from anchord.frontend import mmsg
 from anchord.frontend.fastpath import FastPath, Key, fast_key
@@ -87,7 +87,7 @@ class AccessControl:
     """
 
     def __init__(self, networks: list[str]) -> None:
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self.networks = [parse_network(n) for n in networks]
         self._cache: dict[str, bool] = {}
         self.raw: dict[bytes, bool] = {}
 

@@ -33,6 +33,9 @@ IGNORED_KEYS = frozenset({
     "stub-name",
 })
 
+# What Unbound's do-not-query-localhost adds to do-not-query-address.
+_LOCALHOST = ("127.0.0.0/8", "::1/128")
+
 # Where the answer depends on a feature anchord does not have.
 _SECTIONS_UNSUPPORTED = frozenset({"auth-zone", "rpz", "view", "remote-control", "dnstap",
                                    "python", "dynlib", "cachedb"})
@@ -90,7 +93,6 @@ def map_config(scenario: Scenario) -> Mapped:
     cfg.serve_stale.enabled = False
     cfg.cache.aggressive_nsec = True
     cfg.upstream.root_hints = {}
-    cfg.upstream.do_not_query = ["127.0.0.0/8", "::1/128"]  # do-not-query-localhost: yes
     cfg.server.listen = []
     cfg.control.enabled = False
     mapped = Mapped(cfg, 0.0)
@@ -139,8 +141,9 @@ def _map_common(item: ConfigItem, mapped: Mapped) -> bool:
     elif key == "do-not-query-address":
         cfg.upstream.do_not_query.append(value)
     elif key == "do-not-query-localhost":
-        if not _yes(value):
-            cfg.upstream.do_not_query = []
+        # Only the loopback networks: do-not-query-address entries stay.
+        others = [n for n in cfg.upstream.do_not_query if n not in _LOCALHOST]
+        cfg.upstream.do_not_query = others + (list(_LOCALHOST) if _yes(value) else [])
     elif key in IGNORED_KEYS:
         pass
     else:
@@ -150,6 +153,9 @@ def _map_common(item: ConfigItem, mapped: Mapped) -> bool:
 
 def _map_unbound(scenario: Scenario, mapped: Mapped) -> None:
     cfg = mapped.config
+    # Unbound's do-not-query-localhost defaults to yes. Unbound only: Deckard's scripted
+    # servers live on loopback (kresd runs there with loopback servers allowed).
+    cfg.upstream.do_not_query = list(_LOCALHOST)
     zones: dict[int, dict[str, list[str]]] = {}  # block -> {"kind", "name", "addr"...}
     for item in scenario.config:
         if item.section in _SECTIONS_UNSUPPORTED:
