@@ -55,3 +55,22 @@ def test_scripts_main_help_runs_nothing_and_shows_the_replay_options(tmp_path: P
         assert r.stdout.startswith("Usage: ./scripts/main") and "signing" not in r.stdout
         assert "control API on 127.0.0.1:5355" in r.stdout
         assert "--compare-variants" in r.stdout and "--port-base" in r.stdout
+
+
+
+def test_testbed_and_demo_name_a_folder_they_cannot_write_in_one_line(tmp_path: Path) -> None:
+    """As `replay --out` does (the same check): a FileNotFoundError traceback before."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    folder = str(blocker / "sub")  # under a file: cannot be created, even by root
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    port, resolver_port = free_port_on(Addresses().all()), _resolver_port()
+    for command in (["testbed", "--dir", folder, "--children", "1"],
+                    ["demo", "--dir", folder, "--children", "8"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "anchord", *command, "--port", str(port),
+             "--resolver-port", str(resolver_port)],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert f"output folder {folder} is not writable: Not a directory" in done.stderr

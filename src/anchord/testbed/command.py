@@ -37,6 +37,7 @@ from anchord.testbed.faults import (
     send_fault,
     serve_control,
 )
+from anchord.testbed.folders import FolderError, check_writable
 from anchord.testbed.zones import (
     Addresses,
     Hierarchy,
@@ -92,7 +93,10 @@ class Testbed:
     # --- inside a running event loop -----------------------------------------------
 
     async def start_async(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            check_writable(self.directory)
+        except FolderError as e:
+            raise TestbedError(str(e)) from None
         loop = asyncio.get_running_loop()
         # Signing 100,000 zones takes minutes: keep the loop responsive meanwhile.
         self.hierarchy = await loop.run_in_executor(

@@ -22,6 +22,7 @@ import dns.name
 
 from anchord.engine.clock import parse_utc_iso
 from anchord.testbed.faults import send_fault
+from anchord.testbed.folders import FolderError, check_writable
 from anchord.testbed.incident.clients import Clients, Workload
 from anchord.testbed.incident.record import (
     EventWriter,
@@ -73,17 +74,6 @@ class Options:
     def ports(self) -> tuple[int, int, int]:
         """(testbed, resolver, control API)."""
         return self.port_base, self.port_base + 1, self.port_base + 2
-
-
-def check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".anchord-write-test"
-        probe.write_text("x")
-        probe.unlink()
-    except OSError as e:
-        raise ReplayError(f"output folder {directory} is not writable: "
-                          f"{e.strerror or e}") from None
 
 
 def check_ports(opts: Options) -> None:
@@ -271,7 +261,10 @@ class Run:
     # -- the run --------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
         o = self.opts
-        check_writable(self.out)
+        try:
+            check_writable(self.out)
+        except FolderError as e:
+            raise ReplayError(str(e)) from None
         check_ports(o)
         for stale in ("nta.json", "events.csv", "upstream.csv", "summary.json"):
             (self.out / stale).unlink(missing_ok=True)
