@@ -17,9 +17,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from anchord.control import api as api_module
-from anchord.control.api import Control, ControlError, load_or_create_token, start_control
+from anchord.control.api import (
+    Control,
+    ControlError,
+    load_or_create_token,
+    nta_view,
+    start_control,
+)
 from anchord.control.ntastore import FileTrustStore
 from anchord.core.outcome import EdeCode, Question, Security
+from anchord.core.trustmap import NegativeAnchor
 from anchord.frontend.server import Frontend
 from tests.conftest import World
 
@@ -200,6 +207,12 @@ def test_a_handler_bug_is_a_json_500_with_a_logged_traceback(
     failed = [r for r in caplog.records if "GET /v1/status failed" in r.getMessage()]
     assert failed and failed[0].exc_info is not None
     assert "counter snapshot went wrong" in caplog.text
+
+
+def test_a_one_second_nta_reads_one_second_left_a_moment_after_it_is_added() -> None:
+    nta = NegativeAnchor(dns.name.from_text("de."), "", 1000.0, 1001.0, True)
+    assert nta_view(nta, 1000.004)["expires_in"] == 1
+    assert nta_view(nta, 1001.5)["expires_in"] == 0
 
 
 def test_flush_body_takes_only_zone(world: World, tmp_path: Path) -> None:

@@ -198,3 +198,10 @@ def test_bad_lifetimes_say_why_in_short(text: object, words: str) -> None:
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (0, 59, 3600, 5400, 604800, 90061)] == \
         ["0s", "59s", "1h", "1h30m", "7d", "1d1h1m1s"]
+
+
+
+def test_format_duration_rounds_a_part_second_up_never_to_0s() -> None:
+    """`nta add --lifetime 0h1s` printed '(0s)': the reply comes a moment after the add."""
+    assert [format_duration(s) for s in (0.001, 0.999, 59.2, 3599.5)] == \
+        ["1s", "1s", "1m", "1h"]

@@ -31,6 +31,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -152,7 +153,9 @@ def nta_view(nta: NegativeAnchor, now: float) -> dict[str, Any]:
     """An NTA as the API shows it: the stored fields plus readable times."""
     view = nta_to_json(nta)
     view.update(added=iso(nta.added_at), expires=iso(nta.expires_at),
-                expires_in=max(0, int(nta.expires_at - now)),
+                # Rounded up: an NTA in force never reads "0 s left" (a 1 s NTA did,
+                # as the reply is made a few milliseconds after the NTA).
+                expires_in=max(0, math.ceil(nta.expires_at - now)),
                 last_recheck=iso(nta.last_recheck_at))
     return view
 

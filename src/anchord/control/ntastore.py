@@ -159,8 +159,10 @@ def nta_zone(value: Any) -> dns.name.Name:
 
 
 def format_duration(seconds: float) -> str:
-    """3600 -> '1h', 5400 -> '1h30m', 604800 -> '7d' (for messages and tables)."""
-    s = int(seconds)
+    """3600 -> '1h', 5400 -> '1h30m', 604800 -> '7d' (for messages and tables).
+
+    Whole seconds rounded up: a time left that is not over never reads '0s'."""
+    s = math.ceil(seconds)
     if s <= 0:
         return "0s"
     out = []
