@@ -124,7 +124,9 @@ def lifetime_over_max(seconds: float, max_lifetime: int) -> str | None:
 
 def parse_zone(value: Any) -> dns.name.Name:
     """A zone name from a request; ValueError with a readable sentence if it is not one."""
-    if not isinstance(value, str) or not value.strip():
+    if value is None or isinstance(value, str) and not value.strip():
+        raise ValueError("zone is required")
+    if not isinstance(value, str):
         raise ValueError(f"zone {short_repr(value)} is not a domain name")
     text = value.strip()
     if any(c.isspace() for c in text):
