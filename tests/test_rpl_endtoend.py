@@ -58,6 +58,13 @@ def test_command_writes_report(tmp_path: Path) -> None:
     assert "iter" in res.output
 
 
+def test_a_folder_without_scenarios_is_an_error_not_a_run_of_none(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    res = CliRunner().invoke(rpl, [str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output == f"anchord rpl: no .rpl files in {tmp_path} (nor in its subfolders)\n"
+
+
 def test_aggressive_nsec_synthesises_denials_and_is_a_config_choice() -> None:
     """RFC 8198: with aggressive-nsec the second NXDOMAIN is proven from the cached NSECs
     (nothing scripted answers it); with it off the same scenario goes upstream and fails."""

@@ -13,12 +13,16 @@ from anchord.testbed.replay.runner import Result, run_scenario
 
 
 def collect(paths: tuple[str, ...]) -> list[Path]:
-    """The .rpl files named, or found (recursively, sorted) in the folders named."""
+    """The .rpl files named, or found (recursively, sorted) in the folders named;
+    ValueError for a folder without any (a wrong path, not a run of no scenarios)."""
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files.extend(sorted(p.rglob("*.rpl")))
+            found = sorted(p.rglob("*.rpl"))
+            if not found:
+                raise ValueError(f"no .rpl files in {p} (nor in its subfolders)")
+            files.extend(found)
         else:
             files.append(p)
     return files
@@ -39,9 +43,14 @@ def run_one(path: Path) -> Result:
 @click.option("-v", "--verbose", is_flag=True, help="One line per scenario.")
 def rpl(paths: tuple[str, ...], report: str | None, verbose: bool) -> None:
     """Run Unbound and Deckard replay scenarios (.rpl) against anchord's resolver."""
+    try:
+        files = collect(paths)
+    except ValueError as e:
+        click.echo(f"anchord rpl: {e}", err=True)
+        sys.exit(1)
     results: list[Result] = []
     crashed = False
-    for path in collect(paths):
+    for path in files:
         try:
             result = run_one(path)
         except Exception as e:  # noqa: BLE001 - the runner itself broke: say so, go on
