@@ -333,6 +333,7 @@ def test_cache_flush_and_unknown_endpoints(world: World, tmp_path: Path) -> None
         assert len(world.resolver.core.answers) > 0
         status, doc = await api.call("POST", "/v1/cache/flush", {"zone": "de"})
         assert status == 200 and doc["zone"] == "de." and doc["answers_removed"] >= 1
+        assert doc["workers"] == world.config.server.workers == 1
         assert world.resolver.core.answers.get(q) is None
         status, doc = await api.call("POST", "/v1/cache/flush", {"zone": "a..b"})
         assert status == 400

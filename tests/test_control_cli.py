@@ -26,6 +26,7 @@ import dns.query
 import dns.rcode
 import pytest
 
+from anchord.control.cli import flush_summary
 from anchord.testbed.command import Testbed, TestbedError
 from anchord.testbed.zones import TestbedSpec
 
@@ -242,3 +243,13 @@ def test_nta_add_refuses_bad_input_in_one_line(testbed: Testbed, args: tuple[str
             "no negative trust anchors"
     finally:
         serve.stop()
+
+
+def test_cache_flush_says_whose_answers_it_counted() -> None:
+    """With workers = 2 it said '1 cached answer(s) removed' after each worker had
+    removed one: only worker 0 counts (the other workers do not report back)."""
+    one = {"zone": "de.", "answers_removed": 1, "workers": 1}
+    assert flush_summary(one) == "flushed de.: 1 cached answer(s) removed"
+    two = {**one, "workers": 2}
+    assert flush_summary(two) == ("flushed de.: 1 cached answer(s) removed by worker 0; the "
+                                  "other 1 worker(s) flushed their own caches (not counted)")

@@ -428,7 +428,11 @@ class Control:
         before = len(answers)
         self.driver.core.forget_below(zone)
         log.info("cache flushed at and below %s (operator)", zone)
-        return _json({"zone": zone.to_text(), "answers_removed": before - len(answers)})
+        # With server.workers > 1 the others flush their own caches from the pipe
+        # (frontend/workers.py), which carries no answer back: the count is this
+        # process's, and `workers` says how many caches were flushed in all.
+        return _json({"zone": zone.to_text(), "answers_removed": before - len(answers),
+                      "workers": self.config.server.workers})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         resp = web.Response(body=render(self.registry))

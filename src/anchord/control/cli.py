@@ -198,8 +198,18 @@ def cache() -> None:
 def cache_flush(zone: str, config_file: str | None) -> None:
     """Forget cached answers, failures and keys at and below ZONE ('.' for all)."""
     api = _Api(config_file)
-    doc = api.call("POST", "/v1/cache/flush", {"zone": zone})
-    click.echo(f"flushed {doc['zone']}: {doc['answers_removed']} cached answer(s) removed")
+    click.echo(flush_summary(api.call("POST", "/v1/cache/flush", {"zone": zone})))
+
+
+def flush_summary(doc: dict[str, Any]) -> str:
+    """The line `cache flush` prints; only worker 0's removals are counted (the API's
+    flush reaches the other workers one way, see /v1/cache/flush)."""
+    line = f"flushed {doc['zone']}: {doc['answers_removed']} cached answer(s) removed"
+    others = int(doc.get("workers", 1)) - 1
+    if others > 0:
+        line += (f" by worker 0; the other {others} worker(s) flushed their own caches "
+                 "(not counted)")
+    return line
 
 
 # -- formatting ----------------------------------------------------------------------------
@@ -219,4 +229,4 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["config_defaults", "nta", "cache"]
+__all__ = ["config_defaults", "nta", "cache", "flush_summary"]
