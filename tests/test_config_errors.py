@@ -180,3 +180,16 @@ def test_do_not_query_takes_addresses_and_networks_only(tmp_path: Path) -> None:
         _load(tmp_path, '[upstream]\ndo_not_query = ["192.0.2.1", "999.9.9.9"]\n')
     assert str(e.value).endswith("key 'upstream.do_not_query[1]': '999.9.9.9' is not an "
                                  "address or a network like 127.0.0.0/8")
+
+
+@pytest.mark.parametrize("listen,words", [
+    ('["127.0.0.1:x"]', "port 'x' is not a number"),
+    ('["[::1]:"]', "port '' is not a number"),
+    ('["127.0.0.1:5\u00b2"]', "is not a number"),
+    ('["127.0.0.1:70000"]', "port 70000 out of range"),
+])
+def test_a_bad_port_is_named_as_a_port(tmp_path: Path, listen: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f"[server]\nlisten = {listen}\n")
+    assert "key 'server.listen[0]'" in str(e.value) and words in str(e.value)
+    assert "invalid literal" not in str(e.value)

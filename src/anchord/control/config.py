@@ -308,6 +308,13 @@ def _check_range(where: str, value: float, low: float, high: float) -> None:
         raise ConfigError(f"key '{where}': {value} is out of range ({low} to {high})")
 
 
+def _port(text: str) -> int:
+    # int() would say "invalid literal for int() with base 10", which names no port.
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"port {text!r} is not a number")
+    return int(text)
+
+
 def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
     """'127.0.0.1:53', '[::1]:53', '::1', '127.0.0.1' -> (host, port); ValueError if bad."""
     text = text.strip()
@@ -321,10 +328,10 @@ def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
         if rest:
             if not rest.startswith(":"):
                 raise ValueError(f"expected ':port' after ']' in {text!r}")
-            port = int(rest[1:])
+            port = _port(rest[1:])
     elif text.count(":") == 1:
         host, p = text.split(":")
-        port = int(p)
+        port = _port(p)
     ipaddress.ip_address(host)
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} out of range")
