@@ -521,7 +521,9 @@ def table(results: dict[str, dict[str, float]]) -> str:
             ratio = ""
             if base.get(key):
                 ratio = f" ({v / base[key]:.2f}x)"
-            row += f"{f'{v:,.1f}{ratio}':>22}"
+            # Loopback latencies are tens of microseconds: one decimal of a ms hides them.
+            shown = f"{v:.3f}" if key.endswith("_ms") else f"{v:,.1f}"
+            row += f"{shown + ratio:>22}"
         lines.append(row)
     return "\n".join(lines)
 
