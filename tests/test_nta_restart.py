@@ -148,3 +148,21 @@ def test_state_file_root_nta_is_dropped_and_a_long_one_clamped(
     assert list(tmp_path.glob("nta.json.corrupt-*"))
     saved = json.loads(path.read_text())["ntas"]
     assert [n["zone"] for n in saved] == ["bogus.de.", "long.de."]
+
+
+def test_a_fleet_nta_past_max_lifetime_is_cut_the_same_way_at_every_sync(
+        make_world: Callable[..., World], caplog: pytest.LogCaptureFixture) -> None:
+    """NTAs read from the fleet store (Redis) meet the same lifetime rule as the state
+    file's; cut from when they were added, so the next sync sees no change."""
+    w = make_world()
+    now = w.clock.now()
+    ten_years = 10 * 365 * 86400
+    fleet = [NegativeAnchor(BOGUS_ZONE, "hand-made", now - 60, now + ten_years, False)]
+    with caplog.at_level(logging.WARNING):
+        assert w.resolver.replace_ntas(fleet)
+        w.clock.advance(30)
+        assert not w.resolver.replace_ntas(fleet)  # the same cut: nothing changed
+    (nta,) = w.resolver.trust.ntas()
+    assert nta.expires_at == now - 60 + w.config.nta.max_lifetime
+    cut = [r for r in caplog.records if "bogus.de." in r.getMessage()]
+    assert len(cut) == 1 and "nta.max_lifetime = 604800" in cut[0].getMessage()

@@ -222,22 +222,34 @@ class Driver:
 
         The file is held to the API's rules (a hand-edited one could otherwise turn
         validation off for years): the zone's when it was read (ntastore.nta_zone), the
-        lifetime's here, where the time is: an NTA ending later than nta.max_lifetime
-        from now is cut to that, with a warning."""
+        lifetime's here, where the time is: an NTA ending more than nta.max_lifetime
+        after it was added is cut to that, with a warning (_held_to_max_lifetime)."""
         now = self.clock.now()
-        max_lifetime = self.config.nta.max_lifetime
         for nta in ntas:
+            nta, too_long = self._held_to_max_lifetime(nta, now)
             if nta.expires_at <= now:
                 continue
-            too_long = lifetime_over_max(nta.expires_at - now, max_lifetime)
             if too_long is not None:
-                nta = replace(nta, expires_at=now + max_lifetime)
                 log.warning("NTA for %s in the state file: %s; it now ends at %s", nta.zone,
                             too_long, utc_iso(nta.expires_at))
             # A hand-edited list of questions is asked at every recheck: no more than
             # the driver itself keeps.
             self.trust.add_nta(replace(nta, questions=nta.questions[-RECHECK_QUESTIONS:]))
         self._trust_changed()
+
+    def _held_to_max_lifetime(self, nta: NegativeAnchor, now: float
+                              ) -> tuple[NegativeAnchor, str | None]:
+        """`nta` ending no later than nta.max_lifetime after it was added (or after now,
+        for an added_at in the future), and why it was cut, if it was.
+
+        Counted from added_at, not from now, so the fleet's copy of an NTA cut here is
+        cut to the same end at every sync (no change, no cache flush, no new warning)."""
+        start = min(nta.added_at, now)
+        max_lifetime = self.config.nta.max_lifetime
+        too_long = lifetime_over_max(nta.expires_at - start, max_lifetime)
+        if too_long is None:
+            return nta, None
+        return replace(nta, expires_at=start + max_lifetime), too_long
 
     def replace_ntas(self, ntas: list[NegativeAnchor]) -> bool:
         """Make the NTAs exactly `ntas` (expired ones dropped): the fleet store's way in.
@@ -249,7 +261,15 @@ class Driver:
         anything changed."""
         now = self.clock.now()
         current = {n.zone: n for n in self.trust.ntas()}
-        wanted = {n.zone: n for n in ntas if n.expires_at > now}
+        wanted: dict[dns.name.Name, NegativeAnchor] = {}
+        for nta in ntas:
+            nta, too_long = self._held_to_max_lifetime(nta, now)
+            if nta.expires_at <= now:
+                continue
+            wanted[nta.zone] = nta
+            if too_long is not None and current.get(nta.zone) != nta:
+                log.warning("NTA for %s from the fleet: %s; here it ends at %s", nta.zone,
+                            too_long, utc_iso(nta.expires_at))
         changed = False
         for zone in current.keys() - wanted.keys():
             self.trust.remove_nta(zone)
