@@ -8,6 +8,7 @@ that changes what its reader builds fails here rather than in a validation."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,3 +195,26 @@ def test_ttl_above_2_to_31_reads_as_zero_and_extended_rcode_is_kept() -> None:
     assert fast is not None
     assert_same_message(fast, dns.message.from_wire(wire))
     assert fast.answer[0].ttl == 0 and fast.rcode() == 16 and fast.flags & dns.flags.QR
+
+
+def test_duplicates_ttls_and_singletons_read_as_from_wire_reads_them() -> None:
+    # Records are added to their RRsets without Rdataset.add: the same set, the lowest
+    # TTL, and a second SOA or CNAME replacing the first, as dnspython does.
+    def rr(owner: bytes, rdtype: int, ttl: int, rdata: bytes) -> bytes:
+        return owner + struct.pack("!HHIH", rdtype, 1, ttl, len(rdata)) + rdata
+
+    root_soa = b"\x00\x00" + bytes(20)
+    answer = [rr(b"\x00", 1, 300, b"\x01\x02\x03\x04"), rr(b"\x00", 1, 100, b"\x01\x02\x03\x04"),
+              rr(b"\x00", 1, 200, b"\x05\x06\x07\x08"), rr(b"\x00", 5, 50, b"\x01a\x00"),
+              rr(b"\x00", 5, 60, b"\x01b\x00")]
+    authority = [rr(b"\x00", 6, 900, root_soa), rr(b"\x00", 6, 800, b"\x01x\x00" + root_soa[1:])]
+    wire = (struct.pack("!HHHHHH", 7, 0x8180, 0, len(answer), len(authority), 0)
+            + b"".join(answer) + b"".join(authority))
+    fast = wireread.read_message(wire)
+    assert fast is not None
+    ref = dns.message.from_wire(wire)
+    assert_same_message(fast, ref)
+    a = fast.find_rrset(fast.answer, dns.name.root, 1, 1)
+    assert len(a) == 2 and a.ttl == 100
+    cname = fast.find_rrset(fast.answer, dns.name.root, 1, 5)
+    assert len(cname) == 1 and str(cname[0].target) == "b." and cname.ttl == 50

@@ -136,6 +136,7 @@ _digest_type = _memo(dns.dnssectypes.DSDigest.make)
 _key_flags = _memo(KeyFlag)
 _flags = _memo(dns.flags.Flag)
 _DS_LENGTHS: dict[int, int] = dict(DS._digest_length_by_type)
+_SINGLETONS = frozenset(int(t) for t in dns.rdatatype._singletons)  # CNAME, SOA, NSEC, ...
 
 
 def _new(cls: type, rdclass: int, rdtype: int, **fields: Any) -> Any:
@@ -307,9 +308,24 @@ def _read(wire: bytes) -> dns.message.Message:
             key = (owner, rdclass, rdtype, covers)
             rrset = rrsets.get(key)
             if rrset is None:
-                rrset = rrsets[key] = msg.find_rrset(
-                    section, owner, rdclass, rdtype, covers, None, True, False)
-            rrset.add(rd, 0 if ttl > 0x7FFFFFFF else ttl)
+                # What find_rrset(..., create=True) does, without its four enum
+                # conversions and its index probe (rrsets already says it is new).
+                rrset = rrsets[key] = dns.rrset.RRset(
+                    owner, _rdclass(rdclass), _rdtype(rdtype), _rdtype(covers))
+                section.append(rrset)
+                msg.index[(number, owner, rrset.rdclass, rrset.rdtype, rrset.covers,
+                           None)] = rrset
+            # What rrset.add(rd, ttl) does (the types and covers match by the key),
+            # hashing the rdata once: Set.add tests membership and then inserts, and an
+            # rdata's hash renders it to wire form each time.
+            if ttl > 0x7FFFFFFF:
+                ttl = 0
+            items = rrset.items
+            if not items or ttl < rrset.ttl:
+                rrset.ttl = ttl
+            if items and rdtype in _SINGLETONS:
+                rrset.clear()
+            items.setdefault(rd, None)
     if pos != size:
         raise _Unusual
     return msg
