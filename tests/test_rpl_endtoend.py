@@ -74,3 +74,12 @@ def test_aggressive_nsec_synthesises_denials_and_is_a_config_choice() -> None:
     off = text.replace("aggressive-nsec: yes", "aggressive-nsec: no")
     result = run_scenario(parse_text(off, str(path)))
     assert result.status == "fail" and "step 30" in result.reason, result.reason
+
+
+def test_a_cut_off_scenario_is_unsupported_not_passed(tmp_path: Path) -> None:
+    """The first 60 lines of a passing scenario end inside a RANGE, before any STEP."""
+    path = RPL / "unbound" / "val_positive.rpl"
+    head = "".join(path.read_text().splitlines(keepends=True)[:60])
+    result = run_scenario(parse_text(head, str(path)))
+    assert result.status == "unsupported"
+    assert result.reason.startswith("malformed scenario (file cut off?): "), result.reason

@@ -131,3 +131,17 @@ def test_rrsig_signature_base64_is_read_with_or_without_padding_as_unbound_does(
     # Unbound's val_canon_short_px.rpl has an RRSIG whose base64 ends without its '='.
     record = parse_record(_SIG + signature, dns.name.root, 3600)
     assert record.rdata.signature == expected  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("cut", "reason"),
+    [(UNBOUND.split("ENTRY_END")[0], "ENTRY_BEGIN at line 9 has no ENTRY_END"),
+     (UNBOUND.split("RANGE_END")[0], "RANGE_BEGIN at line 7 has no RANGE_END"),
+     (UNBOUND.split("STEP 1")[0] + "SCENARIO_END\n", "no STEP"),
+     (UNBOUND.replace("SCENARIO_END\n", ""), "no SCENARIO_END"),
+     (UNBOUND.replace("CONFIG_END\n", ""), "no CONFIG_END")],
+    ids=["open-entry", "open-range", "no-step", "no-scenario-end", "no-config-end"])
+def test_a_cut_off_or_malformed_file_is_recorded_first(cut: str, reason: str) -> None:
+    """Run as it stands, a cut-off file checks nothing and would pass."""
+    s = parse_text(cut, "x/unbound/cut.rpl")
+    assert s.unsupported[0] == f"malformed scenario (file cut off?): {reason}"

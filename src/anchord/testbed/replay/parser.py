@@ -3,7 +3,9 @@
 The format is described in ../shared/rpl/FORMAT.md. Parsing never raises for a
 construct it does not know: it records the construct in `Scenario.unsupported` so
 the runner can report the scenario as unsupported with that reason. Only I/O errors
-escape (and a missing CONFIG_END / SCENARIO_BEGIN is recorded, not raised).
+escape. A file that is cut off or malformed (no CONFIG_END, no SCENARIO_END, no STEP,
+a RANGE or ENTRY left open) is recorded the same way, first, so it is reported as
+unsupported with that reason: run as it stands it would check nothing and pass.
 """
 
 from __future__ import annotations
@@ -337,7 +339,8 @@ class _ZoneState:
         return False
 
 
-def _parse_entry(lines: _Lines, start: int, zone: _ZoneState) -> Entry:
+def _parse_entry(lines: _Lines, start: int, zone: _ZoneState) -> tuple[Entry, bool]:
+    """The entry, and whether its ENTRY_END was found (False: the file ended first)."""
     match: set[str] = set()
     adjust: set[str] = set()
     flags: set[str] = set()
@@ -345,6 +348,7 @@ def _parse_entry(lines: _Lines, start: int, zone: _ZoneState) -> Entry:
     fields: dict[str, object] = {}
     sections: dict[str, list[object]] = {n: [] for n in SECTION_NAMES}
     current: str | None = None
+    closed = False
     while (item := lines.next()) is not None:
         lineno, raw = item
         line = strip_comment(raw).strip()
@@ -353,6 +357,7 @@ def _parse_entry(lines: _Lines, start: int, zone: _ZoneState) -> Entry:
         word = line.split()[0]
         upper = word.upper()
         if upper == "ENTRY_END":
+            closed = True
             break
         if upper == "MATCH":
             for w in line.split()[1:]:
@@ -426,7 +431,7 @@ def _parse_entry(lines: _Lines, start: int, zone: _ZoneState) -> Entry:
         authority=tuple(sections["AUTHORITY"]),  # type: ignore[arg-type]
         additional=tuple(sections["ADDITIONAL"]),  # type: ignore[arg-type]
         unknown=tuple(unknown), **fields,  # type: ignore[arg-type]
-    )
+    ), closed
 
 
 def _skip_block(lines: _Lines, end: str) -> list[str]:
@@ -443,6 +448,7 @@ def parse_text(text: str, path: str = "<text>", dialect: Dialect | None = None) 
     header: list[tuple[int, str]] = []
     header_blocks: list[str] = []
     unsupported: list[str] = []
+    malformed: list[str] = []  # reported before anything else in `unsupported`
     title = ""
     found_end = False
     while (item := lines.next()) is not None:
@@ -457,13 +463,14 @@ def parse_text(text: str, path: str = "<text>", dialect: Dialect | None = None) 
             continue
         header.append((lineno, raw))
     if not found_end:
-        unsupported.append("no CONFIG_END")
+        malformed.append("no CONFIG_END")
     dia = dialect or _guess_dialect(Path(path), [h for _, h in header])
     config = _parse_config(header, dia)
     ranges: list[Range] = []
     steps: list[Step] = []
     current_range: dict[str, object] | None = None
     zone = _ZoneState()
+    found_scenario_end = False
     while (item := lines.next()) is not None:
         lineno, raw = item
         line = strip_comment(raw).strip()
@@ -474,8 +481,12 @@ def parse_text(text: str, path: str = "<text>", dialect: Dialect | None = None) 
         if kw == "SCENARIO_BEGIN":
             title = line[len(words[0]):].strip()
         elif kw == "SCENARIO_END":
+            found_scenario_end = True
             break
         elif kw == "RANGE_BEGIN":
+            if current_range is not None:
+                malformed.append(f"RANGE_BEGIN at line {current_range['line']} "
+                                 f"has no RANGE_END before line {lineno}")
             current_range = {"start": int(words[1]), "end": int(words[2]),
                              "addresses": list(words[3:]), "entries": [], "line": lineno}
         elif kw == "RANGE_END":
@@ -489,7 +500,9 @@ def parse_text(text: str, path: str = "<text>", dialect: Dialect | None = None) 
         elif kw == "ADDRESS" and current_range is not None:
             current_range["addresses"].extend(words[1:])  # type: ignore[attr-defined]
         elif kw == "ENTRY_BEGIN":
-            entry = _parse_entry(lines, lineno, zone)
+            entry, closed = _parse_entry(lines, lineno, zone)
+            if not closed:
+                malformed.append(f"ENTRY_BEGIN at line {lineno} has no ENTRY_END")
             unsupported.extend(f"line {entry.line}: {u}" for u in entry.unknown)
             if current_range is not None:
                 current_range["entries"].append(entry)  # type: ignore[attr-defined]
@@ -512,8 +525,15 @@ def parse_text(text: str, path: str = "<text>", dialect: Dialect | None = None) 
                                  tuple(body))
         else:
             unsupported.append(f"line {lineno}: {words[0]}")
+    if current_range is not None:
+        malformed.append(f"RANGE_BEGIN at line {current_range['line']} has no RANGE_END")
+    if not found_scenario_end:
+        malformed.append("no SCENARIO_END")
+    if not steps:
+        malformed.append("no STEP")
+    reasons = [f"malformed scenario (file cut off?): {m}" for m in malformed] + unsupported
     return Scenario(path, dia, tuple(config), title, tuple(ranges), tuple(steps),
-                    tuple(unsupported), tuple(header_blocks))
+                    tuple(reasons), tuple(header_blocks))
 
 
 def parse_file(path: str | Path, dialect: Dialect | None = None) -> Scenario:
