@@ -83,3 +83,11 @@ def test_a_cut_off_scenario_is_unsupported_not_passed(tmp_path: Path) -> None:
     result = run_scenario(parse_text(head, str(path)))
     assert result.status == "unsupported"
     assert result.reason.startswith("malformed scenario (file cut off?): "), result.reason
+
+
+def test_an_unwritable_report_path_is_refused_before_the_run() -> None:
+    path = RPL / "deckard" / "iter_resolve.rpl"
+    res = CliRunner().invoke(rpl, [str(path), "--report", "/proc/nope.json"])
+    assert res.exit_code == 1
+    assert res.output == ("anchord rpl: /proc/nope.json cannot be written: output folder "
+                          "/proc is not writable: No such file or directory\n")

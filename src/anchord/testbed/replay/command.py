@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from anchord.testbed.folders import FolderError, check_file_writable
 from anchord.testbed.replay.parser import parse_file
 from anchord.testbed.replay.report import format_table, write_json
 from anchord.testbed.replay.runner import Result, run_scenario
@@ -45,7 +46,11 @@ def rpl(paths: tuple[str, ...], report: str | None, verbose: bool) -> None:
     """Run Unbound and Deckard replay scenarios (.rpl) against anchord's resolver."""
     try:
         files = collect(paths)
-    except ValueError as e:
+        # Before the run, not after it: a report that cannot be written is a mistyped
+        # path, better said at once than as a traceback once every scenario has run.
+        if report:
+            check_file_writable(Path(report))
+    except (ValueError, FolderError) as e:
         click.echo(f"anchord rpl: {e}", err=True)
         sys.exit(1)
     results: list[Result] = []
