@@ -2,7 +2,8 @@
 
 server.nonrecursive = "cache" (the default) answers what a query with RD would get from
 the cache at that moment and starts nothing upstream for it, no resolution, refresh or
-prefetch; what is not cached is REFUSED with EDE 20, as Unbound refuses the RD=0 queries
+prefetch; an expired answer in its serve-stale window is answered stale, whatever its
+refresh is doing; what is not cached is REFUSED with EDE 20, as Unbound refuses the RD=0 queries
 it does not serve. "refuse" refuses them all (Unbound's and PowerDNS Recursor 5's
 default), "recurse" resolves them (the behaviour before, Unbound's allow_setrd).
 """
@@ -20,6 +21,8 @@ import pytest
 
 from anchord.control.config import Config, ConfigError, load_config
 from anchord.core.outcome import EdeCode, Freshness, Outcome, Question, Security
+from anchord.engine.driver import build_resolver
+from anchord.testbed.faults import FaultKind
 
 from .conftest import World, config_for
 
@@ -70,12 +73,77 @@ def test_a_cached_failure_is_answered_as_cached(world: World) -> None:
 
 def test_an_expired_answer_starts_no_refresh(world: World) -> None:
     """Past its TTL an answer is refreshed for a query with RD (and answered stale only
-    if that fails, RFC 8767); without RD there is no refresh, so nothing to answer."""
+    if that fails, RFC 8767); without RD there is no refresh: the stale copy is served."""
     fresh = rec(world, "www.c4.de.")
     world.clock.advance(max(r.ttl for r in fresh.answer) + 1)
     before = len(world.transport.sent)
     o = norec(world, "www.c4.de.")
-    assert o.rcode == dns.rcode.REFUSED and len(world.transport.sent) == before
+    assert o.freshness is Freshness.STALE and o.answer
+    assert o.edes[0].code == EdeCode.STALE_ANSWER
+    assert len(world.transport.sent) == before
+
+
+class HeldTransport:
+    """Wraps a transport; while `hold` is set every query waits for `release`."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.hold = False
+        self.release = asyncio.Event()
+
+    async def query(self, server: object, request: object, **kw: object) -> object:
+        if self.hold:
+            await self.release.wait()
+        return await self.inner.query(server, request, **kw)  # type: ignore[attr-defined]
+
+
+def test_a_stale_answer_is_served_stale_without_rd_whatever_its_refresh_is_doing(
+        make_world: Callable[..., World], small_hierarchy: object) -> None:
+    """Before any refresh, while one runs, after one failed and once the failure recheck
+    has passed: RD=0 gets the stale copy each time, never "not in the cache"."""
+    cfg = config_for(small_hierarchy)  # type: ignore[arg-type]
+    cfg.serve_stale.client_timeout = 60  # RD=1 waits for its refresh: it stays running
+    world = make_world(cfg)
+    held = HeldTransport(world.transport)
+    driver = build_resolver(cfg, clock=world.clock, transport=held, seed=7)
+    name = q("www.c6.de.")
+
+    def is_stale(o: Outcome) -> bool:
+        return o.freshness is Freshness.STALE and bool(o.answer) \
+            and o.edes[0].code == EdeCode.STALE_ANSWER
+
+    async def run() -> None:
+        fresh = await driver.resolve(name)
+        world.clock.advance(max(r.ttl for r in fresh.answer) + 1)
+        assert is_stale(await driver.resolve_norec(name))  # no refresh tried yet
+        held.hold = True
+        refresh = asyncio.ensure_future(driver.resolve(name))
+        await asyncio.sleep(0.01)
+        assert driver.busy
+        assert is_stale(await driver.resolve_norec(name))  # while the refresh runs
+        world.faults.apply(dns.name.from_text("c6.de."), FaultKind.UNREACHABLE)
+        held.release.set()
+        failed = await refresh
+        assert is_stale(failed)  # RD=1: as before, stale once the refresh failed
+        assert is_stale(await driver.resolve_norec(name))  # within failure_recheck
+        world.clock.advance(cfg.serve_stale.failure_recheck + 1)
+        o = await driver.resolve_norec(name)  # a refresh is due, and not started
+        assert is_stale(o) and not driver.busy
+        assert o.edes[1:] == failed.edes[1:]  # why the last refresh failed, as before
+
+    asyncio.run(run())
+
+
+def test_without_serve_stale_an_expired_answer_is_refused_as_expired(
+        make_world: Callable[..., World], small_hierarchy: object) -> None:
+    cfg = config_for(small_hierarchy)  # type: ignore[arg-type]
+    cfg.serve_stale.enabled = False
+    world = make_world(cfg)
+    fresh = rec(world, "www.c4.de.")
+    world.clock.advance(max(r.ttl for r in fresh.answer) + 1)
+    o = norec(world, "www.c4.de.")
+    assert o.rcode == dns.rcode.REFUSED
+    assert o.edes[0].text.startswith("www.c4.de./A is in the cache but expired (1 s ago)")
 
 
 def test_no_prefetch_for_a_query_without_rd(make_world: Callable[..., World],

@@ -146,7 +146,7 @@ class Resolver:
         A fresh answer; a stale one while a failed refresh is being waited out; a cached
         failure (RFC 9520). An expired answer whose refresh is due is None: answering it
         stale is for when a refresh has failed (RFC 8767), and this starts none. Queries
-        without RD are answered from here alone (Driver.resolve_norec)."""
+        without RD are answered from here and from_cache_only (Driver.resolve_norec)."""
         now = self.clock.now()
         entry = self.answers.get(question)
         state = entry.state(now) if entry is not None else EntryState.DEAD
@@ -171,6 +171,23 @@ class Resolver:
                 # NOERROR, which is no error, so "Cached Error" (EDE 13) would mislead.
                 return served
             return served.with_edes(cached_ede)
+        return None
+
+    def from_cache_only(self, question: Question, cd: bool = False) -> Outcome | None:
+        """What a query without RD gets: from_cache's answer, or else, with serve_stale
+        on, an expired answer still in its stale window, served stale (EDE 3 or 19, and
+        why its last refresh failed, if one did); None when the cache has nothing to give.
+
+        from_cache leaves a stale answer whose refresh is due to the refresh (resolve()
+        answers it stale only if that fails); a query without RD starts none, so the
+        stale copy is all it can get, whether a refresh is running, has failed or has not
+        been tried: the same answer throughout, as RFC 8767 serves it."""
+        cached = self.from_cache(question, cd)
+        if cached is not None or not self.config.serve_stale.enabled:
+            return cached
+        entry = self.answers.get(question)
+        if entry is not None and entry.state(self.clock.now()) is EntryState.STALE:
+            return self.stale_answer(entry, *entry.refresh_failure)
         return None
 
     # -- prefetch (Unbound's): refresh popular answers before they expire ------------------

@@ -127,10 +127,11 @@ class Driver:
     async def resolve_norec(self, question: Question, cd: bool = False) -> Outcome:
         """A client's query without RD (recursion desired): server.nonrecursive decides.
 
-        "cache" (the default) answers what is in the cache, exactly what a query with RD
-        would get from it now (core.from_cache: also a cached failure, or a stale answer
-        while a failed refresh is waited out), and never starts a resolution, a refresh
-        or a prefetch for it: RD=0 asks for no recursion (RFC 1034 4.3.1). Knot Resolver
+        "cache" (the default) answers what is in the cache, what a query with RD would
+        get from it now (core.from_cache_only: also a cached failure; and with serve_stale
+        on an expired answer in its stale window, stale, where a query with RD would
+        first try a refresh), and never starts a resolution, a refresh or a prefetch for
+        it: RD=0 asks for no recursion (RFC 1034 4.3.1). Knot Resolver
         answers RD=0 so by default, and BIND from its cache (allow-query-cache). What is
         not cached is refused as Unbound refuses an RD=0 query it will not serve (its
         default access-control "allow"): REFUSED with EDE 20 (Not Authoritative); PowerDNS
@@ -144,11 +145,19 @@ class Driver:
         if mode == "recurse":
             return await self.resolve(question, cd)
         if mode == "cache":
-            cached = self.core.from_cache(question, cd)
+            cached = self.core.from_cache_only(question, cd)
             if cached is not None:
                 return cached
-            why = (f"{question} is not in the cache, and a query without RD (recursion "
-                   "desired) is answered from the cache only")
+            expired = self.core.answers.get(question)
+            if expired is not None:
+                # Said as it is: a client (or an operator reading the EDE) asking why a
+                # name it just saw answered is refused should not be told it is absent.
+                ago = max(0, int(self.clock.now() - expired.expires_at))
+                held = f"in the cache but expired ({ago} s ago)"
+            else:
+                held = "not in the cache"
+            why = (f"{question} is {held}, and a query without RD (recursion desired) is "
+                   "answered from the cache only")
         else:
             why = ("a query without RD (recursion desired) is refused here "
                    '(server.nonrecursive = "refuse")')
