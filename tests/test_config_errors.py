@@ -136,7 +136,38 @@ def test_a_bad_name_in_a_server_table_is_one_line(tmp_path: Path, key: str) -> N
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, f'[upstream]\n{key} = {{ "a..b" = ["192.0.2.1"] }}\n')
     assert str(e.value) == (f"{tmp_path / 'a.toml'}: key 'upstream.{key}.\"a..b\"': "
-                            "'a..b' is not a domain name: A DNS label is empty.")
+                            "zone 'a..b' is not a domain name: A DNS label is empty.")
+
+
+@pytest.mark.parametrize("toml,words", [
+    ('[upstream]\nforward_zones = { "*.de" = ["192.0.2.1"] }\n',
+     "key 'upstream.forward_zones.\"*.de\"': zone '*.de' has a wildcard label '*'"),
+    ('[upstream]\nstub_zones = { "de\\u0001" = ["192.0.2.1"] }\n',
+     "key 'upstream.stub_zones.\"de\\u0001\"': zone 'de\\x01' is not a domain name (it "
+     "contains the non-printable character U+0001)"),
+    ('[upstream]\nforward_zones = { "de." = ["1.2.3.4:0"] }\n',
+     "key 'upstream.forward_zones.\"de.\"[0]': bad address '1.2.3.4:0': port 0 is out of "
+     "range (1 to 65535)"),
+    ('[upstream]\nroot_hints = { "" = ["192.0.2.1"] }\n',
+     "key 'upstream.root_hints.\"\"': a root hint needs the root server's name"),
+    ('[dnssec]\ninsecure_zones = ["example.", "*.de"]\n',
+     "key 'dnssec.insecure_zones[1]': zone '*.de' has a wildcard label '*'"),
+    ('[dnssec]\ninsecure_zones = ["de\\u0000"]\n',
+     "key 'dnssec.insecure_zones[0]': zone 'de\\x00' is not a domain name (it contains "
+     "the non-printable character U+0000)"),
+    ('[dnssec]\ninsecure_zones = ["\\\\000.de"]\n',
+     "key 'dnssec.insecure_zones[0]': zone '\\\\000.de.' is not a domain name (a label "
+     "holds the byte 0x00, a control character or a space)"),
+    ('[failure_cache]\nmin_ttl = 10\nmax_ttl = 1\n',
+     "key 'failure_cache.min_ttl': larger than failure_cache.max_ttl"),
+], ids=["wildcard-forward", "control-stub", "port-0", "empty-root-hint", "wildcard-insecure",
+        "nul-insecure", "escaped-nul-insecure", "failure-ttls"])
+def test_zones_are_held_to_the_nta_apis_rules_and_cross_keys_checked(
+        tmp_path: Path, toml: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, toml)
+    assert str(e.value).startswith(f"{tmp_path / 'a.toml'}: {words}"), str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_a_server_table_entry_needs_good_addresses(tmp_path: Path) -> None:

@@ -148,6 +148,8 @@ def test_nta_lifecycle_changes_answers_and_state_file(world: World, tmp_path: Pa
     ({"zone": "a.*.de"}, "wildcard label"),
     ({"zone": "bad\x00.de"}, "non-printable character U+0000"),
     ({"zone": "bad\x07.de"}, "non-printable character U+0007"),
+    ({"zone": "\\000.de"}, "a label holds the byte 0x00"),  # escapes decoded: refused
+    ({"zone": "a\\032b.de"}, "a label holds the byte 0x20"),
 ])
 def test_bad_nta_requests_are_400(world: World, tmp_path: Path, request_body: Any,
                                   words: str) -> None:

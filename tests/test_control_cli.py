@@ -228,6 +228,7 @@ def test_nta_not_saved_is_exit_1_and_says_so(testbed: Testbed) -> None:
 @pytest.mark.parametrize("args,words", [
     (("*.de",), "wildcard label"),
     (("bad\x07.de",), "non-printable character U+0007"),
+    (("\\000.de",), "a label holds the byte 0x00"),
     (("de", "--lifetime", "1m1m"), "repeats a unit"),
     (("de", "--lifetime", "-5"), "must be positive"),
     (("de", "--lifetime", "\u0661\u0662\u0660"), "ASCII digits"),

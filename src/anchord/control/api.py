@@ -43,7 +43,7 @@ from aiohttp import web
 
 from anchord import __version__
 from anchord.control import dashboard
-from anchord.control.config import Config, parse_endpoint
+from anchord.control.config import Config, check_label_bytes, parse_endpoint, zone_name
 from anchord.control.metrics import AnchordCollector, make_registry, rcode_name, render
 from anchord.control.ntastore import (
     FileTrustStore,
@@ -370,6 +370,8 @@ class Control:
             # The same rules as for the state file at start-up (ntastore): there a
             # root NTA is dropped and a longer one cut to the maximum.
             zone = nta_zone(body.get("zone"))
+            # Escapes (`\\000.de`) pass nta_zone; the config's zones are held to this too.
+            check_label_bytes(zone)
             raw_life = body.get("lifetime")
             lifetime = cfg.default_lifetime if raw_life is None else parse_lifetime(raw_life)
         except ValueError as e:
@@ -421,7 +423,7 @@ class Control:
     async def _flush(self, request: web.Request) -> web.Response:
         body = await self._body(request, _FLUSH_KEYS)
         try:
-            zone = parse_zone(body.get("zone"))
+            zone = zone_name(body.get("zone"))
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         answers = self.driver.core.answers

@@ -24,6 +24,8 @@ import dns.name
 import dns.rdatatype
 import dns.rrset
 
+from anchord.control.ntastore import parse_zone
+
 # The root's trust anchors as IANA publishes them (root-anchors.xml): KSK-2017 and
 # KSK-2024. Replace with `dnssec.trust_anchors` in the config.
 ROOT_TRUST_ANCHORS = (
@@ -363,7 +365,8 @@ def _validate(cfg: Config) -> None:
     _check_range("upstream.attempts", cfg.upstream.attempts, 1, 20)
     _check_range("upstream.edns_buffer_size", cfg.upstream.edns_buffer_size, 512, 65535)
     for key in ("stub_zones", "forward_zones", "root_hints"):
-        _check_servers(f"upstream.{key}", getattr(cfg.upstream, key), cfg.upstream.port)
+        _check_servers(f"upstream.{key}", getattr(cfg.upstream, key), cfg.upstream.port,
+                       zones=key != "root_hints")
     _check_networks("upstream.do_not_query", cfg.upstream.do_not_query)
     if not cfg.upstream.root_hints and "." not in cfg.upstream.stub_zones \
             and "." not in cfg.upstream.forward_zones:
@@ -378,6 +381,8 @@ def _validate(cfg: Config) -> None:
     _check_range("serve_stale.client_timeout", cfg.serve_stale.client_timeout, 0, 60)
     _check_range("failure_cache.min_ttl", cfg.failure_cache.min_ttl, 1, 300)
     _check_range("failure_cache.max_ttl", cfg.failure_cache.max_ttl, 1, 300)
+    if cfg.failure_cache.min_ttl > cfg.failure_cache.max_ttl:
+        raise ConfigError("key 'failure_cache.min_ttl': larger than failure_cache.max_ttl")
     _check_range("nta.default_lifetime", cfg.nta.default_lifetime, 1, cfg.nta.max_lifetime)
     _check_range("nta.max_lifetime", cfg.nta.max_lifetime, 1, 604800)
     _check_range("dnssec.nsec3_max_iterations", cfg.dnssec.nsec3_max_iterations, 0, 2500)
@@ -394,7 +399,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(
                 f"key 'dnssec.insecure_zones[{i}]': the root would turn validation off for "
                 "every name; set dnssec.enabled = false if that is really meant")
-        _check_name(f"dnssec.insecure_zones[{i}]", zone)
+        _check_zone(f"dnssec.insecure_zones[{i}]", zone)
     if cfg.dnssec.algorithm_policy not in ("rfc8624", "all"):
         raise ConfigError(
             f"key 'dnssec.algorithm_policy': {cfg.dnssec.algorithm_policy!r} "
@@ -432,27 +437,57 @@ def _validate(cfg: Config) -> None:
                           "dnssec.enabled = false to run without validation")
 
 
-def _check_name(path: str, text: str) -> None:
-    # The resolver turns these into dns.name.Name objects when it starts: a name
-    # dnspython rejects must stop start-up here, as one line, not as its traceback.
+def check_label_bytes(name: dns.name.Name) -> None:
+    """ValueError if a label holds a control byte, a space or DEL. parse_zone refuses
+    such characters typed as they are, but dnspython's escapes (`\\000.de`) put them
+    into a label all the same; no zone an operator means has them, and they would end
+    up in logs, `nta list` tables and the state file."""
+    for label in name.labels:
+        bad = next((b for b in label if b < 0x21 or b == 0x7F), None)
+        if bad is not None:
+            raise ValueError(f"zone {name.to_text()!r} is not a domain name (a label holds "
+                             f"the byte 0x{bad:02X}, a control character or a space)")
+
+
+def zone_name(value: Any) -> dns.name.Name:
+    """A zone name as the control API takes it (ntastore.parse_zone: printable, no
+    wildcard label), its labels' bytes included; ValueError with the sentence."""
+    name = parse_zone(value)
+    check_label_bytes(name)
+    return name
+
+
+def _check_zone(path: str, text: str) -> None:
+    # One rule for a zone wherever one is named: what the API refuses for an NTA
+    # (a wildcard label would be taken literally, never as "every name") is refused here.
     try:
-        dns.name.from_text(text)
-    except dns.exception.DNSException as e:
-        raise ConfigError(f"key '{path}': {text!r} is not a domain name: {e}") from None
+        zone_name(text)
+    except ValueError as e:
+        raise ConfigError(f"key '{path}': {e}") from None
 
 
-def _check_servers(path: str, table: dict[str, list[str]], port: int) -> None:
-    """A name -> ["addr[:port]", ...] table (root hints, stub and forward zones)."""
+def _check_servers(path: str, table: dict[str, list[str]], port: int, zones: bool) -> None:
+    """A name -> ["addr[:port]", ...] table: stub and forward zones (`zones`: the names
+    are zones) or root hints (the names are the root servers')."""
     for name, addrs in table.items():
         where = _subkey(path, name)
-        _check_name(where, name)
+        if not zones and name.strip() in ("", "."):
+            # dnspython reads "" as the root, which names no root server.
+            raise ConfigError(f"key '{where}': a root hint needs the root server's name "
+                              "(like \"a.root-servers.net.\")")
+        _check_zone(where, name)
         if not addrs:
             raise ConfigError(f"key '{where}': no address: there would be no server to ask")
         for i, a in enumerate(addrs):
             try:
-                parse_endpoint(a, port)
+                _, server_port = parse_endpoint(a, port)
             except ValueError as e:
                 raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: {e}") from None
+            if server_port == 0:
+                # A listening address may take port 0 (any free one); a server is never
+                # asked there (upstream.port already refuses it).
+                raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: port 0 is "
+                                  "out of range (1 to 65535)")
 
 
 def _check_networks(path: str, items: list[str]) -> None:
@@ -577,6 +612,6 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_endpoint", "parse_network",
-           "parse_trust_anchor",
+__all__ = ["Config", "ConfigError", "check_label_bytes", "load_config", "parse_endpoint",
+           "parse_network", "parse_trust_anchor", "zone_name",
            "unusable_trust_anchors", "defaults_as_toml", "MISSING"]
