@@ -224,3 +224,22 @@ def test_a_bad_port_is_named_as_a_port(tmp_path: Path, listen: str, words: str) 
         _load(tmp_path, f"[server]\nlisten = {listen}\n")
     assert "key 'server.listen[0]'" in str(e.value) and words in str(e.value)
     assert "invalid literal" not in str(e.value)
+
+
+@pytest.mark.parametrize("listen,second", [
+    ('["127.0.0.1:5378", "127.0.0.1:5378"]', "'127.0.0.1:5378'"),
+    ('["127.0.0.1", "::1", "127.0.0.1:53"]', "'127.0.0.1:53'"),
+    ('["::1", "[0::1]:53"]', "'[0::1]:53'"),
+])
+def test_a_listen_address_given_twice_is_named(tmp_path: Path, listen: str,
+                                               second: str) -> None:
+    """It failed at start-up as 'address already in use (another resolver running?)'."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f"[server]\nlisten = {listen}\n")
+    assert str(e.value).endswith("is listed twice (also server.listen[0])")
+    assert second in str(e.value)
+
+
+def test_port_0_may_be_listed_twice(tmp_path: Path) -> None:
+    assert len(_load(tmp_path, '[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n')
+               .server.listen) == 2

@@ -341,11 +341,21 @@ def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
 
 
 def _validate(cfg: Config) -> None:
+    seen: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
     for i, item in enumerate(cfg.server.listen):
         try:
-            parse_endpoint(item)
+            host, port = parse_endpoint(item)
         except ValueError as e:
             raise ConfigError(f"key 'server.listen[{i}]': bad address {item!r}: {e}") from None
+        # The second bind of the same address would fail as "address already in use
+        # (another resolver running?)", which sends the operator looking for a process.
+        # Compared as addresses: "127.0.0.1" is "127.0.0.1:53", "::1" is "[0::1]:53".
+        # Port 0 (any free port) is a different port each time.
+        bound = (ipaddress.ip_address(host), port)
+        if port and bound in seen:
+            raise ConfigError(f"key 'server.listen[{i}]': {item!r} is listed twice (also "
+                              f"server.listen[{seen[bound]}])")
+        seen[bound] = i
     _check_networks("server.access_control", cfg.server.access_control)
     if not cfg.server.listen:
         raise ConfigError("key 'server.listen': empty: the resolver would listen nowhere")
