@@ -224,3 +224,15 @@ def test_nta_event_reads_the_line_the_driver_writes(caplog: pytest.LogCaptureFix
         driver.add_nta(dns.name.from_text("de."), NTA_LIFETIME_SECONDS, "rollover")
     (line,) = [r.getMessage() for r in caplog.records if "NTA added" in r.getMessage()]
     assert nta_event(line, now=0.0) == (epoch("2026-05-05T22:17:04"), "added")
+
+
+def test_the_table_says_when_no_window_had_enough_failing_names() -> None:
+    """With --names 100 no 30 s window may hold 5 failing zones: it printed `None`."""
+    tl = Timeline()
+    ev = [Event(tl.start + 60, 0, "www.c1.de.", "de", 1, "NOERROR", True, False, (), (), 1.0)]
+    s = summarize(ev, [], Marks(nta_added_at=tl.nta_at), tl, 77)
+    assert s["upstream_queries_per_failing_name_per_30s"] is None
+    text = table(s)
+    assert "None" not in text
+    assert "upstream per failing name per 30 s (max)  - (no 30 s window with 5 failing " \
+        "zones)" in text

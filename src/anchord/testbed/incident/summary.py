@@ -153,6 +153,10 @@ def table(summary: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"
 
+    def num(v: float | None, none: str) -> str:
+        # A figure that could not be had reads as words, not Python's "None".
+        return none if v is None else str(v)
+
     rows = [
         ("NOERROR share (.de, first attempts)", ""),
         ("  before        18:00-19:30", pct(ns["before"])),
@@ -171,8 +175,9 @@ def table(summary: dict[str, Any]) -> str:
          f"{summary['client_queries']} ({summary['unique_client_names']})"),
         ("upstream queries", str(summary["upstream_queries"])),
         ("upstream per failing name per 30 s (max)",
-         str(summary["upstream_queries_per_failing_name_per_30s"])),
-        ("client RTT p99 (real ms)", str(summary.get("client_rtt_ms_p99"))),
+         num(summary["upstream_queries_per_failing_name_per_30s"],
+             f"- (no 30 s window with {MIN_FAILING} failing zones)")),
+        ("client RTT p99 (real ms)", num(summary.get("client_rtt_ms_p99"), "-")),
     ]
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a.ljust(width)}  {b}".rstrip() for a, b in rows)
