@@ -73,4 +73,5 @@ def test_testbed_and_demo_name_a_folder_they_cannot_write_in_one_line(tmp_path: 
             capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1, done.stderr
-        assert f"output folder {folder} is not writable: Not a directory" in done.stderr
+        assert done.stderr == (f"anchord {command[0]}: output folder {folder} is not "
+                               "writable: Not a directory\n")

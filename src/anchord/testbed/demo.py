@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import dns.edns
@@ -61,17 +62,24 @@ def ask(name: str, port: int) -> tuple[str, bool, list[tuple[int, str]]]:
     return dns.rcode.to_text(r.rcode()), bool(r.flags & dns.flags.AD), edes
 
 
+def _fail(message: str) -> NoReturn:
+    # Prefixed with the command, as `anchord testbed` and `anchord rpl` say theirs,
+    # not click's bare "Error:".
+    click.echo(f"anchord demo: {message}", err=True)
+    sys.exit(1)
+
+
 def _wait_for_resolver(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise click.ClickException("anchord serve exited at start-up (see its log above)")
+            _fail("anchord serve exited at start-up (see its log above)")
         try:
             ask("www.c0.de.", port)
             return
         except (dns.exception.Timeout, OSError):
             time.sleep(0.2)
-    raise click.ClickException("anchord serve did not answer in time")
+    _fail("anchord serve did not answer in time")
 
 
 @click.command("demo")
@@ -91,7 +99,7 @@ def demo(directory: Path, children: int, port: int, resolver_port: int) -> None:
                      resolver_port=resolver_port, control_port=resolver_port + 1)
         tb.start()
     except TestbedError as e:
-        raise click.ClickException(str(e)) from None
+        _fail(str(e))
     if tb.config_note:
         click.echo(tb.config_note)
     click.echo(f"testbed ready in {time.monotonic() - t0:.1f} s; starting anchord serve "
