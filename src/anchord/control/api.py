@@ -243,9 +243,14 @@ class Control:
         host, port = parse_endpoint(self.config.control.listen, 8953)
         self._token = token
         self._metrics_open = ipaddress.ip_address(host).is_loopback
+        # aiohttp answers a request line over max_line_size (8190 bytes) with its own
+        # text/plain 400, before any middleware could make it JSON. Raised to the body's
+        # limit, a mistyped or pasted long /v1/nta/<zone> reaches the handler and gets
+        # the API's JSON error; only a request line past 64 KiB gets aiohttp's.
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                keepalive_timeout=self.read_timeout,
-                               lingering_time=min(LINGER, self.read_timeout))
+                               lingering_time=min(LINGER, self.read_timeout),
+                               max_line_size=_MAX_BODY)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_address=True).start()
