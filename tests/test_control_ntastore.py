@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -13,9 +14,13 @@ import dns.rdatatype
 import pytest
 
 from anchord.control.ntastore import (
+    MAX_TIME,
     FileTrustStore,
+    StateFileError,
     TrustStore,
     format_duration,
+    lifetime_over_max,
+    nta_from_json,
     nta_to_json,
     parse_lifetime,
 )
@@ -95,7 +100,8 @@ def test_corrupt_file_is_set_aside_with_one_line(tmp_path: Path, content: bytes,
     with caplog.at_level(logging.ERROR, logger="anchord.control"):
         assert store.load() == []
     aside = tmp_path / "nta.json.corrupt-20260424T030640Z"  # T0 in UTC
-    assert aside.read_bytes() == content and not path.exists()
+    assert aside.read_bytes() == content
+    assert json.loads(path.read_text()) == {"version": 1, "ntas": []}  # what was read
     assert str(path) in store.problem and str(aside) in store.problem
     assert "starting without NTAs" in store.problem
     assert "\n" not in store.problem
@@ -116,7 +122,8 @@ def test_one_bad_entry_costs_only_itself(tmp_path: Path,
     with caplog.at_level(logging.ERROR, logger="anchord.control"):
         assert store.load() == good
     aside = tmp_path / "nta.json.corrupt-20260424T030640Z"
-    assert aside.read_bytes() == content and not path.exists()
+    assert aside.read_bytes() == content
+    assert FileTrustStore(path).load() == good  # rewritten with the kept ones, at once
     problem = store.problem
     assert str(path) in problem and str(aside) in problem and "\n" not in problem
     assert "3 of 142" in problem and "starting with the other 139" in problem
@@ -143,7 +150,8 @@ def test_a_kept_copy_is_never_overwritten(tmp_path: Path) -> None:
         path.write_bytes(content)
         assert FileTrustStore(path, clock=lambda: T0).load() == []
     stamp = "nta.json.corrupt-20260424T030640Z"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [stamp, stamp + "-1", stamp + "-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nta.json", stamp, stamp + "-1",
+                                                          stamp + "-2"]
     assert [(tmp_path / n).read_bytes() for n in (stamp, stamp + "-1", stamp + "-2")] == \
         contents
     path.write_bytes(b"{later")
@@ -205,3 +213,163 @@ def test_format_duration_rounds_a_part_second_up_never_to_0s() -> None:
     """`nta add --lifetime 0h1s` printed '(0s)': the reply comes a moment after the add."""
     assert [format_duration(s) for s in (0.001, 0.999, 59.2, 3599.5)] == \
         ["1s", "1s", "1m", "1h"]
+
+
+# -- a hand-edited file is held to the API's rules, entry by entry, and never crashes ------
+
+def _entry(**fields: object) -> dict[str, object]:
+    """An entry for c1.de. as anchord writes it, with `fields` changed."""
+    return {**nta_to_json(_nta("c1.de.")), **fields}
+
+
+def _file(path: Path, *entries: object) -> bytes:
+    """A state file holding `entries` (a str is spliced in as raw JSON text)."""
+    parts = [e if isinstance(e, str) else json.dumps(e) for e in entries]
+    content = ('{"version": 1, "ntas": [' + ", ".join(parts) + "]}").encode()
+    path.write_bytes(content)
+    return content
+
+
+GOOD = _nta("good.de.")
+
+
+@pytest.mark.parametrize("value, words", [
+    ("1e400", "not a time"),  # Infinity to json.loads: OverflowError in format_duration
+    ("-1e400", "not a time"),
+    ("NaN", "not a time"),  # ValueError from math.ceil
+    ("Infinity", "not a time"),
+    ("9" * 5000, "an integer of 5000 digits"),  # ValueError from json.loads itself
+    ("9" * 400, "an integer of 400 digits"),  # int, but float() overflows
+    ("1e300", "not a time"),  # finite, but no date: every listing a 500
+    ("-1e300", "not a time"),
+    ("-1", "not a time"),
+    ("253402300800", "not a time"),  # 10000-01-01
+])
+@pytest.mark.parametrize("key", ["added_at", "expires_at", "last_recheck_at"])
+def test_a_time_json_can_hold_but_no_date_can_costs_only_its_entry(
+        tmp_path: Path, key: str, value: str, words: str) -> None:
+    path = tmp_path / "nta.json"
+    bad = json.dumps(_entry()).replace(f'"{key}": ', f'"{key}": {value}, "_was": ', 1)
+    _file(path, bad, nta_to_json(GOOD))
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD]
+    assert f"entry 1 'c1.de.': '{key}' is" in store.problem and words in store.problem
+
+
+def test_the_last_second_of_9999_is_a_time() -> None:
+    nta = nta_from_json(_entry(expires_at=MAX_TIME, last_recheck_at=0))
+    assert nta.expires_at == MAX_TIME and nta.last_recheck_at == 0
+
+
+def test_json_nested_past_the_stack_is_a_corrupt_file_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    path.write_bytes(b'{"version": 1, "ntas": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == []  # RecursionError before
+    assert "nested more than" in store.problem and "starting without NTAs" in store.problem
+
+
+def test_json_nested_below_the_stack_limit_is_refused_before_anything_walks_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    _file(path, json.dumps(_entry(reason="@")).replace('"@"', "[" * 900 + "]" * 900))
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [] and "nested more than 16 levels" in store.problem
+
+
+def test_kept_entries_are_on_disk_before_load_returns(tmp_path: Path) -> None:
+    """The copy is made and the kept entries written before anything else can fail: a
+    crash in restore_ntas once left the file moved aside and nothing in its place."""
+    path = tmp_path / "nta.json"
+    content = _file(path, _entry(zone="."), nta_to_json(GOOD))
+    assert FileTrustStore(path, clock=lambda: T0).load() == [GOOD]
+    # The process dies here (before restore_ntas saves): the next start still has GOOD.
+    assert FileTrustStore(path, clock=lambda: T0).load() == [GOOD]
+    assert (tmp_path / "nta.json.corrupt-20260424T030640Z").read_bytes() == content
+
+
+def test_without_hard_links_a_copy_is_kept(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    path = tmp_path / "nta.json"
+    content = _file(path, _entry(zone="a..b"), nta_to_json(GOOD))
+    monkeypatch.setattr(os, "link", no_links)
+    assert FileTrustStore(path, clock=lambda: T0).load() == [GOOD]
+    assert (tmp_path / "nta.json.corrupt-20260424T030640Z").read_bytes() == content
+    assert FileTrustStore(path).load() == [GOOD]
+
+
+@pytest.mark.parametrize("reason, words", [
+    ("a\ud800b", "printable"),  # UnicodeEncodeError writing every EDE 33 text
+    ("a\nb", "printable"),
+    ("bell\x07", "printable"),
+    ("x" * 301, "301 characters; at most 300"),
+    ({"a": [1, 2]}, "must be a string"),
+    (None, "must be a string"),
+])
+def test_a_reason_the_api_refuses_costs_its_entry(tmp_path: Path, reason: object,
+                                                   words: str) -> None:
+    path = tmp_path / "nta.json"
+    _file(path, _entry(reason=reason), nta_to_json(GOOD))
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD]
+    assert "entry 1 'c1.de.': 'reason'" in store.problem and words in store.problem
+
+
+def test_a_reason_of_300_printable_characters_is_kept() -> None:
+    assert nta_from_json(_entry(reason="é" * 300)).reason == "é" * 300
+
+
+@pytest.mark.parametrize("recheck", ["false", "true", None, 0, 1, []])
+def test_recheck_must_be_a_json_boolean(tmp_path: Path, recheck: object) -> None:
+    path = tmp_path / "nta.json"
+    _file(path, _entry(recheck=recheck), nta_to_json(GOOD))
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD]
+    assert "entry 1 'c1.de.': 'recheck' is not true or false" in store.problem
+
+
+def test_recheck_missing_is_true_as_before() -> None:
+    item = _entry(recheck=False)
+    del item["recheck"]
+    assert nta_from_json(item).recheck is True and nta_from_json(_entry()).recheck is True
+
+
+def test_a_recheck_result_that_cannot_be_shown_is_cleaned_not_fatal() -> None:
+    nta = nta_from_json(_entry(last_recheck_result="bogus\n\ud800"))
+    assert nta.last_recheck_result == "bogus\ufffd\ufffd"
+    with pytest.raises(StateFileError, match="'last_recheck_result' is not a string"):
+        nta_from_json(_entry(last_recheck_result=7))
+
+
+def test_recheck_questions_outside_the_zone_are_left_out_with_a_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Asked at every recheck, www.bogus.de. on an NTA for c1.de. kept it bogus forever."""
+    path = tmp_path / "nta.json"
+    _file(path, _entry(questions=["www.bogus.de. A", "www.c1.de. AAAA", "c1.de. SOA"]))
+    with caplog.at_level(logging.WARNING, logger="anchord.control"):
+        (nta,) = FileTrustStore(path).load()
+    assert [q.qname.to_text() for q in nta.questions] == ["www.c1.de.", "c1.de."]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["NTA entry 1 'c1.de.': question 'www.bogus.de. A' is not in c1.de.: "
+                     "left out"]
+
+
+def test_two_entries_for_one_zone_keep_the_later_and_say_so(tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    later = _nta("de.", 60, recheck=False)  # the zone as "DE" in the file
+    _file(path, _entry(zone="de."), nta_to_json(GOOD), {**nta_to_json(later),
+                                                                "zone": "DE"})
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD, later]
+    assert "1 of 3" in store.problem
+    assert "entry 1 'de.': entry 3 'DE' is for the same zone and replaces it" in store.problem
+
+
+def test_a_lifetime_message_stays_short_however_long_the_lifetime() -> None:
+    for seconds in (1e300, MAX_TIME, float("inf"), float("nan")):
+        text = lifetime_over_max(seconds, 604800)
+        assert text is not None and len(text) < 100, text
+        assert text.startswith("lifetime over 3650d is longer than the maximum, 7d")

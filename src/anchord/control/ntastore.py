@@ -10,9 +10,10 @@ the old file, fsync the folder. A crash or kill -9 at any point leaves either th
 the new state on disk, never a torn file.
 
 A state file that cannot be read at start-up does not stop the resolver: refusing to
-start would turn one lost NTA into an outage for every name. The file is moved aside to
-`<name>.corrupt-<UTC time>` (kept for the operator; a copy kept earlier is never
-overwritten) and a one-line error naming both files is logged. If the file is JSON of the
+start would turn one lost NTA into an outage for every name. A copy is kept as
+`<name>.corrupt-<UTC time>` (for the operator; a copy kept earlier is never overwritten),
+the file is then rewritten with the entries that could be read (in that order: never a
+moment without either), and a one-line error naming both files is logged. If the file is JSON of the
 right shape, only the entries that cannot be read are dropped (the line names each and
 why): one bad entry must not cost the operator every other NTA. Otherwise (not JSON, wrong
 shape or version) the resolver starts with no NTAs. `problem` keeps that line so the
@@ -53,6 +54,17 @@ _DURATION = re.compile(r"(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)
 # a number like 1e308 turns into a 300-digit message or int().
 _MAX_LIFETIME = 10 * 365 * 86400
 _MAX_TEXT = 32  # characters of a duration; more is not a duration
+MAX_REASON = 300  # characters of an NTA's reason
+# The times a state file may hold: from 1970 to the last second of 9999, the range the
+# API, `nta list` and the dashboard can show as a date (datetime's). A time outside it
+# is a hand edit, and one that would turn every listing of the NTAs into a 500.
+MAX_TIME = 253402300799
+# Nesting of lists and objects a state file may have: ours nests three deep (document,
+# 'ntas', entry, 'questions'). Deeper ones are refused before anything walks them:
+# repr() or str() of a value nested near the recursion limit raises RecursionError.
+_MAX_DEPTH = 16
+# Digits of an integer: no time or version needs more, and int() refuses past 4,300.
+_MAX_DIGITS = 30
 _HINT = "give seconds or a duration such as 90m, 1h, 1h30m, 2d"
 
 
@@ -116,8 +128,30 @@ def lifetime_over_max(seconds: float, max_lifetime: int) -> str | None:
     and the state file at start-up (whose NTA is cut to it): why, or None if it fits."""
     if seconds <= max_lifetime:
         return None
-    return (f"lifetime {format_duration(seconds)} is longer than the maximum, "
+    # Bounded: an end in the year 9999 would read as a duration of seven digits of days,
+    # one that is not a number at all could not be shown.
+    shown = format_duration(seconds) if seconds <= _MAX_LIFETIME else \
+        f"over {format_duration(_MAX_LIFETIME)}"
+    return (f"lifetime {shown} is longer than the maximum, "
             f"{format_duration(max_lifetime)} (nta.max_lifetime = {max_lifetime})")
+
+
+def nta_reason(value: Any) -> str:
+    """The reason of an NTA, from the API or the state file (one rule for both, as for
+    the zone): a string of at most MAX_REASON printable characters. ValueError with the
+    sentence otherwise.
+
+    The reason travels in logs, `nta list` tables and every EDE 33 text: one printable
+    line of a sensible length, so it can neither forge a log line nor crowd the answers
+    out; a lone surrogate (JSON's "\\ud800") could not even be encoded into an answer."""
+    if not isinstance(value, str):
+        raise ValueError(f"'reason' must be a string, not {short_repr(value)}")
+    if len(value) > MAX_REASON:
+        raise ValueError(f"'reason' is {len(value)} characters; at most {MAX_REASON}")
+    if not value.isprintable():
+        raise ValueError("'reason' must be one line of printable characters "
+                         "(no newlines or control characters)")
+    return value
 
 
 # -- zones as operators write them -----------------------------------------------------
@@ -187,6 +221,58 @@ class StateFileError(ValueError):
     """The state file exists but does not hold what we wrote."""
 
 
+class TrustStoreError(Exception):
+    """A save that did not reach the store for another reason than the file system's
+    (OSError): the fleet store's follower has failed, say. The message says what."""
+
+
+class _LongInteger:
+    """An integer of more than _MAX_DIGITS digits where the file has one: kept as this
+    mark, not converted, so that it costs only its entry (no field takes one)."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
+
+
+def _parse_int(text: str) -> int | _LongInteger:
+    digits = len(text.lstrip("-"))
+    return _LongInteger(digits) if digits > _MAX_DIGITS else int(text)
+
+
+def too_deep(doc: Any, limit: int) -> bool:
+    """True if `doc` nests lists or objects more than `limit` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth >= limit:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                                  else value))
+    return False
+
+
+def load_json(raw: bytes | str) -> Any:
+    """A state file, or one entry of the fleet store, as JSON; StateFileError for
+    anything that is not (every way json.loads can fail, not only JSONDecodeError).
+
+    NaN and Infinity are read as the floats they name: no time accepts them (_time), so
+    they cost their entry, not the file. So do integers too long to convert."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        doc = json.loads(text, parse_int=_parse_int)
+    except RecursionError:
+        raise StateFileError(f"JSON nested more than {_MAX_DEPTH} levels deep") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise StateFileError(f"not valid JSON: {e}") from None
+    if too_deep(doc, _MAX_DEPTH):
+        raise StateFileError(f"JSON nested more than {_MAX_DEPTH} levels deep")
+    return doc
+
+
 def nta_to_json(nta: NegativeAnchor) -> dict[str, Any]:
     return {
         "zone": nta.zone.to_text(),
@@ -222,36 +308,64 @@ def question_from_text(text: Any) -> Question:
     raise StateFileError(f"bad question {short_repr(text)}: expected 'NAME TYPE'")
 
 
-def _number(item: dict[str, Any], key: str) -> float:
+def _time(item: dict[str, Any], key: str) -> float:
     value = item.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise StateFileError(f"'{key}' is not a number: {value!r}")
+        raise StateFileError(f"'{key}' is not a number: {short_repr(value)}")
+    if not 0 <= value <= MAX_TIME:  # NaN is not either
+        raise StateFileError(f"'{key}' is {short_repr(value)}: not a time between 1970 and "
+                             "the end of 9999")
     return float(value)
 
 
-def nta_from_json(item: Any) -> NegativeAnchor:
+def _shown_text(item: dict[str, Any], key: str) -> str:
+    """A text field that is only shown (the last recheck's result): a string, with what
+    cannot be shown on one line (a newline, a lone surrogate) replaced by U+FFFD. It is
+    bookkeeping, partly from upstream EDE texts: not worth an NTA."""
+    value = item.get(key, "")
+    if not isinstance(value, str):
+        raise StateFileError(f"'{key}' is not a string: {short_repr(value)}")
+    return "".join(c if c.isprintable() else "\ufffd" for c in value)
+
+
+def nta_from_json(item: Any, notes: list[str] | None = None) -> NegativeAnchor:
+    """One entry of the state file (or the fleet store) -> the NTA; StateFileError if the
+    API would not have made it. Recheck questions outside the NTA's zone are left out,
+    each with a sentence in `notes`: asked at every recheck, an answer that fails
+    elsewhere would keep the NTA from ever ending."""
     if not isinstance(item, dict):
-        raise StateFileError(f"an NTA entry is not an object: {item!r}")
+        raise StateFileError(f"an NTA entry is not an object: {short_repr(item)}")
     if "zone" not in item:
         raise StateFileError("an NTA entry has no 'zone'")
     try:
         zone = nta_zone(item["zone"])
+        reason = nta_reason(item.get("reason", ""))
     except ValueError as e:
         raise StateFileError(str(e)) from None
-    last = item.get("last_recheck_at")
+    recheck = item.get("recheck", True)
+    if not isinstance(recheck, bool):  # "false" would be true, null false
+        raise StateFileError(f"'recheck' is not true or false: {short_repr(recheck)}")
     # Absent from files written before the recheck's questions were kept: none then.
     asked = item.get("questions", [])
     if not isinstance(asked, list):
         raise StateFileError(f"'questions' is not a list: {short_repr(asked)}")
+    questions = []
+    for text in asked:
+        question = question_from_text(text)
+        if question.qname.is_subdomain(zone):
+            questions.append(question)
+        elif notes is not None:
+            notes.append(f"question {short_repr(text)} is not in {zone}: left out")
     return NegativeAnchor(
         zone=zone,
-        reason=str(item.get("reason", "")),
-        added_at=_number(item, "added_at"),
-        expires_at=_number(item, "expires_at"),
-        recheck=bool(item.get("recheck", True)),
-        last_recheck_at=None if last is None else _number(item, "last_recheck_at"),
-        last_recheck_result=str(item.get("last_recheck_result", "")),
-        questions=tuple(question_from_text(q) for q in asked),
+        reason=reason,
+        added_at=_time(item, "added_at"),
+        expires_at=_time(item, "expires_at"),
+        recheck=recheck,
+        last_recheck_at=None if item.get("last_recheck_at") is None
+        else _time(item, "last_recheck_at"),
+        last_recheck_result=_shown_text(item, "last_recheck_result"),
+        questions=tuple(questions),
     )
 
 
@@ -262,30 +376,39 @@ def encode(ntas: list[NegativeAnchor]) -> bytes:
 
 def decode_entries(items: list[Any]) -> tuple[list[NegativeAnchor], list[str]]:
     """Entries of an 'ntas' list -> (the NTAs that read, one sentence per entry that did
-    not). Each entry stands alone: a bad one must not take the good ones with it."""
-    ntas: list[NegativeAnchor] = []
+    not). Each entry stands alone: a bad one must not take the good ones with it. Of two
+    entries for one zone ('de.' and 'DE') the later is kept, as a later `nta add`
+    replaces an earlier one, and the earlier is dropped with its sentence. Questions
+    left out of an entry are logged here, one line per entry."""
+    by_zone: dict[dns.name.Name, tuple[int, NegativeAnchor]] = {}
     dropped: list[str] = []
     for index, item in enumerate(items, 1):
+        zone = item.get("zone") if isinstance(item, dict) else None
+        named = "" if zone is None else f" {short_repr(zone)}"
+        notes: list[str] = []
         try:
-            ntas.append(nta_from_json(item))
+            nta = nta_from_json(item, notes)
         except StateFileError as e:
-            zone = item.get("zone") if isinstance(item, dict) else None
-            named = "" if zone is None else f" {zone!r}"
             dropped.append(f"entry {index}{named}: {e}")
-    return ntas, dropped
+            continue
+        if notes:
+            log.warning("NTA entry %d%s: %s", index, named, "; ".join(notes))
+        earlier = by_zone.pop(nta.zone, None)
+        if earlier is not None:
+            dropped.append(f"entry {earlier[0]} {earlier[1].zone.to_text()!r}: entry "
+                           f"{index}{named} is for the same zone and replaces it")
+        by_zone[nta.zone] = (index, nta)
+    return [nta for _, nta in sorted(by_zone.values(), key=lambda pair: pair[0])], dropped
 
 
 def decode_lenient(raw: bytes) -> tuple[list[NegativeAnchor], list[str]]:
     """The state file -> (NTAs, dropped entries as sentences). StateFileError only if
     the file as a whole is not ours (not JSON, wrong shape, unknown version)."""
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StateFileError(f"not valid JSON: {e}") from None
+    doc = load_json(raw)
     if not isinstance(doc, dict) or not isinstance(doc.get("ntas"), list):
         raise StateFileError("expected an object with an 'ntas' list")
     if doc.get("version") != FORMAT_VERSION:
-        raise StateFileError(f"unknown format version {doc.get('version')!r}")
+        raise StateFileError(f"unknown format version {short_repr(doc.get('version'))}")
     return decode_entries(doc["ntas"])
 
 
@@ -334,29 +457,33 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def set_aside(path: Path, now: float | None = None) -> Path:
-    """Move `path` to `<name>.corrupt-<UTC time>` (then `-1`, `-2`, ... if taken) and
-    return the new name. A copy kept by an earlier start is never overwritten: it may be
-    the only record of NTAs the operator still has to re-add. OSError if it cannot move."""
+    """Keep a copy of `path` as `<name>.corrupt-<UTC time>` (then `-1`, `-2`, ... if
+    taken) and return its name. The file itself stays: the caller replaces it (atomically)
+    with what could be read, so a crash in between leaves the original, never neither the
+    original nor the NTAs read from it. A copy kept by an earlier start is never
+    overwritten: it may be the only record of NTAs the operator still has to re-add.
+    OSError if no copy can be made."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     base = path.with_name(f"{path.name}.corrupt-{stamp}")
     for n in range(1000):
         aside = base if n == 0 else base.with_name(f"{base.name}-{n}")
         try:
-            # link + unlink, not os.replace: link refuses an existing name atomically,
-            # where a check-then-rename could still overwrite one.
+            # A hard link, not a check and a copy: link refuses an existing name
+            # atomically, and the replacement of `path` then leaves it the old inode.
             os.link(path, aside)
         except FileExistsError:
             continue
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
                 raise
-            # A file system without hard links: only this process writes here, so a
-            # check before the rename is enough.
-            if aside.exists():
+            # A file system without hard links: a copy, created exclusively all the same.
+            try:
+                with open(aside, "xb") as copy:
+                    copy.write(path.read_bytes())
+                    copy.flush()
+                    os.fsync(copy.fileno())
+            except FileExistsError:
                 continue
-            os.replace(path, aside)
-            return aside
-        os.unlink(path)
         return aside
     raise FileExistsError(errno.EEXIST, "every .corrupt name for this second is taken",
                           str(base))
@@ -394,10 +521,20 @@ class FileTrustStore:
             outcome = (f"starting with the other {len(ntas)}" if ntas else
                        "starting without NTAs") + ": re-add the dropped ones with " \
                 "`anchord nta add`"
+        # The copy first, then the kept NTAs over the original: never a moment (a crash
+        # in restore_ntas, a kill) where neither the original nor the kept NTAs are on
+        # disk. Without a copy the original is not replaced here either.
         try:
-            kept = f"moved to {set_aside(self.path, self.clock())}"
-        except OSError as move_error:
-            kept = f"could not be moved aside: {move_error.strerror or move_error}"
+            aside = set_aside(self.path, self.clock())
+        except OSError as copy_error:
+            kept = f"no copy could be kept: {copy_error.strerror or copy_error}"
+        else:
+            kept = f"a copy is kept as {aside}"
+            try:
+                write_atomically(self.path, encode(ntas))
+            except OSError as write_error:
+                kept += (f", but the file could not be rewritten: "
+                         f"{write_error.strerror or write_error}")
         self.problem = f"NTA state file {self.path} {what}; {kept}; {outcome}"
         log.error("%s", self.problem)
         return ntas
@@ -409,4 +546,6 @@ class FileTrustStore:
 __all__ = ["parse_lifetime", "short_repr", "format_duration", "lifetime_over_max",
            "parse_zone", "nta_zone", "TrustStore", "FileTrustStore",
            "StateFileError", "write_atomically", "nta_to_json", "nta_from_json", "encode",
-           "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped"]
+           "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped",
+           "nta_reason", "MAX_REASON", "MAX_TIME", "TrustStoreError", "load_json",
+           "too_deep"]
