@@ -166,3 +166,21 @@ def test_a_fleet_nta_past_max_lifetime_is_cut_the_same_way_at_every_sync(
     assert nta.expires_at == now - 60 + w.config.nta.max_lifetime
     cut = [r for r in caplog.records if "bogus.de." in r.getMessage()]
     assert len(cut) == 1 and "nta.max_lifetime = 604800" in cut[0].getMessage()
+
+
+def test_a_bad_number_beside_a_dropped_root_nta_neither_stops_start_nor_loses_the_rest(
+        make_world: Callable[..., World], tmp_path: Path) -> None:
+    """The trial's file: a root NTA (dropped, so the file was set aside) and an endless
+    one (1e400: OverflowError in restore_ntas); the next start had no NTAs at all."""
+    w = make_world()
+    now = w.clock.now()
+    path = tmp_path / "nta.json"
+    good = {"zone": "bogus.de.", "reason": "r", "added_at": now, "expires_at": now + 60}
+    text = json.dumps({"version": 1, "ntas": [
+        {**good, "zone": "."}, {**good, "zone": "c1.de.", "expires_at": "@"}, good]})
+    path.write_text(text.replace('"@"', "1e400"))
+    w2 = restart(make_world, path, now)
+    assert [n.zone for n in w2.resolver.trust.ntas()] == [BOGUS_ZONE]
+    assert under_nta(ask(w2, "www.bogus.de."))
+    w3 = restart(make_world, path, now + 1)  # and the start after that
+    assert [n.zone for n in w3.resolver.trust.ntas()] == [BOGUS_ZONE]
