@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import subprocess
 import time
@@ -17,6 +18,7 @@ import pytest
 import redis
 
 from anchord.control.fleet import RedisTrustStore, redact
+from anchord.control.ntastore import TrustStoreError
 from anchord.core.outcome import EdeCode, Question, Security
 from tests.conftest import World
 from tests.requirements import require_tools
@@ -264,3 +266,97 @@ def test_a_bad_entry_in_the_cache_file_costs_only_itself(tmp_path: Path) -> None
     store = RedisTrustStore("redis://127.0.0.1:1/0", cache)
     assert [n.zone.to_text() for n in store._read_cache()] == ["bogus.de."]
     assert store._version == 3
+
+
+def _hand_write(srv: RedisServer, field: str, raw: str) -> None:
+    """What another tool (or an operator with redis-cli) does: a field and a version
+    bump, announced as anchord announces its own changes."""
+    client = srv.client()
+    client.hset("t:ntas", field, raw)
+    version = client.incr("t:version")
+    client.publish("t:trust", json.dumps({"instance": "redis-cli", "version": version}))
+
+
+def test_an_endless_entry_in_redis_costs_only_itself_and_never_wedges_the_writer(
+        server: RedisServer, make_world: Callable[..., World], tmp_path: Path) -> None:
+    """The trial: "expires_at": Infinity put c1.de under an endless NTA, GET /v1/nta
+    answered 500, and the follower died: every later change stayed on this instance."""
+    a = make_world()
+
+    async def main() -> None:
+        sa = await _join(a, _store(server, tmp_path / "a.json", "a"))
+        try:
+            now = a.clock.now()
+            bad = {"zone": "c1.de.", "reason": "r", "added_at": now, "expires_at": "@",
+                   "recheck": True, "last_recheck_at": None, "last_recheck_result": "",
+                   "questions": []}
+            for value, zone in (("Infinity", "c1.de."), ("1e300", "c2.de."),
+                                (f'{now + 60}, "reason": "a\\ud800b"', "c4.de.")):
+                raw = json.dumps({**bad, "zone": zone}).replace('"@"', value)
+                _hand_write(server, zone, raw)
+            await asyncio.sleep(1.0)
+            assert _zones(a) == []  # none of them in force
+            a.resolver.add_nta(dns.name.from_text("c3.de."), 600, "after the bad ones")
+            await _until(lambda: "c3.de." in server.client().hgetall("t:ntas"), 2.0,
+                         "c3.de. in Redis")
+            # The bad fields are not ours to delete: left as they are.
+            assert {"c1.de.", "c2.de.", "c4.de."} <= set(server.client().hgetall("t:ntas"))
+            assert sa.failure == "" and sa.problem == ""
+        finally:
+            await sa.close()
+
+    asyncio.run(main())
+
+
+def test_a_follower_that_fails_says_so_at_save_and_recovers(
+        server: RedisServer, make_world: Callable[..., World], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure other than an outage (here a bug in applying what Redis holds) is
+    retried, not the follower's end, and a save meanwhile is not reported as done."""
+    a = make_world()
+
+    async def main() -> None:
+        sa = await _join(a, _store(server, tmp_path / "a.json", "a"))
+        try:
+            real = a.resolver.replace_ntas
+
+            def broken(ntas: object) -> bool:
+                raise OverflowError("cannot convert float infinity to integer")
+
+            monkeypatch.setattr(a.resolver, "replace_ntas", broken)
+            _hand_write(server, "x.de.", "{}")  # any change makes the follower reload
+            await _until(lambda: bool(sa.failure), 2.0, "the failure noticed")
+            assert "OverflowError" in sa.problem
+            with pytest.raises(TrustStoreError, match="NOT pushed to Redis"):
+                a.resolver.add_nta(BOGUS, 600, "while broken")
+            monkeypatch.setattr(a.resolver, "replace_ntas", real)
+            await _until(lambda: "bogus.de." in server.client().hgetall("t:ntas"), 3.0,
+                         "the change pushed once the follower works again")
+            assert sa.failure == "" and sa.problem == ""
+            a.resolver.remove_nta(BOGUS)  # saves without an error again
+        finally:
+            await sa.close()
+
+    asyncio.run(main())
+
+
+def test_the_redis_entries_meet_the_state_files_rules(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One function for both: a recheck question outside the zone is left out, two
+    fields for one zone keep one, a deep or huge value costs only its field."""
+    from anchord.control.fleet import _decode_map
+
+    entry = {"zone": "c1.de.", "reason": "r", "added_at": 1.0, "expires_at": 2.0,
+             "questions": ["www.bogus.de. A", "www.c1.de. A"]}
+    fields = {"c1.de.": json.dumps(entry), "C1.DE.": json.dumps(entry),
+              "deep.de.": "[" * 100_000 + "]" * 100_000,
+              "long.de.": json.dumps({**entry, "zone": "long.de."}).replace(
+                  '"expires_at": 2.0', '"expires_at": ' + "9" * 5000)}
+    with caplog.at_level(logging.WARNING, logger="anchord.fleet"):
+        ntas, unreadable = _decode_map(fields)
+    assert [n.zone.to_text() for n in ntas] == ["c1.de."]
+    assert [q.qname.to_text() for q in ntas[0].questions] == ["www.c1.de."]
+    assert sorted(unreadable) == ["c1.de.", "deep.de.", "long.de."]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "'www.bogus.de. A' is not in c1.de." in text
+    assert "are for the same zone" in text

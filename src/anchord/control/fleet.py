@@ -63,9 +63,12 @@ from anchord.control.config import Config
 from anchord.control.ntastore import (
     FORMAT_VERSION,
     StateFileError,
+    TrustStoreError,
     decode_entries,
+    load_json,
     nta_from_json,
     nta_to_json,
+    short_repr,
     summarize_dropped,
     write_atomically,
 )
@@ -86,17 +89,38 @@ def _encode_map(ntas: list[NegativeAnchor]) -> dict[str, str]:
     return {n.zone.to_text(): _encode_one(n) for n in ntas}
 
 
-def _decode_map(fields: dict[str, str]) -> tuple[list[NegativeAnchor], dict[str, str]]:
-    """Hash fields -> (NTAs, fields that could not be read: kept as they are, not lost)."""
-    ntas: list[NegativeAnchor] = []
+def _decode_map(fields: dict[str, str], say: bool = True
+                ) -> tuple[list[NegativeAnchor], dict[str, str]]:
+    """Hash fields -> (NTAs, fields that could not be read: kept as they are, not lost).
+
+    Each field is held to the state file's rules (ntastore.nta_from_json, one function
+    for both): a field another tool wrote, with an endless NTA or a reason that cannot go
+    into an answer, must cost only itself. Of two fields for one zone ('de.', 'DE.') the
+    later is kept, the other is left alone like an unreadable one, both with a line
+    (`say`: only when the fields come from Redis, not for every re-reading of them)."""
+    report = log.error if say else log.debug
+    by_zone: dict[Any, tuple[str, NegativeAnchor]] = {}
     unreadable: dict[str, str] = {}
-    for zone, value in fields.items():
+    for field, value in fields.items():
+        notes: list[str] = []
         try:
-            ntas.append(nta_from_json(json.loads(value)))
-        except (ValueError, StateFileError) as e:
-            log.error("fleet: NTA entry %r in Redis cannot be read (%s); ignored", zone, e)
-            unreadable[zone] = value
-    return ntas, unreadable
+            nta = nta_from_json(load_json(value), notes)
+        except StateFileError as e:
+            report("fleet: NTA entry %s in Redis cannot be read (%s); ignored",
+                      short_repr(field), e)
+            unreadable[field] = value
+            continue
+        if notes:
+            report("fleet: NTA entry %s in Redis: %s", short_repr(field),
+                        "; ".join(notes))
+        earlier = by_zone.get(nta.zone)
+        if earlier is not None:
+            report("fleet: NTA entries %s and %s in Redis are for the same zone; %s "
+                      "ignored", short_repr(earlier[0]), short_repr(field),
+                      short_repr(earlier[0]))
+            unreadable[earlier[0]] = fields[earlier[0]]
+        by_zone[nta.zone] = (field, nta)
+    return [nta for _, nta in by_zone.values()], unreadable
 
 
 def redact(url: str) -> str:
@@ -113,6 +137,12 @@ def redact(url: str) -> str:
 
 # How long one read of the subscription waits: also how soon the reader sees `stop`.
 _READ_TIMEOUT = 1.0
+
+
+def _log_stop(task: asyncio.Task[None]) -> None:
+    # The follower only ends by cancellation; anything else must be seen (save says so).
+    if not task.cancelled() and task.exception() is not None:
+        log.error("fleet: the Redis follower stopped", exc_info=task.exception())
 
 class RedisTrustStore:
     """NTAs in Redis, shared by a fleet; a local cache file for when Redis is away."""
@@ -137,6 +167,9 @@ class RedisTrustStore:
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.problem = ""  # the current outage, for the status endpoint ("" = connected)
+        # Why following Redis failed other than by an outage (a bug, data it could not
+        # handle): local changes then do not reach the fleet, and save says so.
+        self.failure = ""
         self.driver: Any = None
         # The last state seen in Redis (zone -> JSON) and its version; and this
         # instance's state. They differ while a local change waits to be pushed.
@@ -181,6 +214,13 @@ class RedisTrustStore:
         if self._wake is not None:
             self._wake.set()
         self._write_cache()  # an OSError reaches Control.persist, which reports it
+        # An outage is the design's case (pushed when Redis is back); a follower that
+        # failed or stopped pushes nothing: the API must not answer "saved".
+        stopped = self._task is not None and self._task.done()
+        if self.failure or stopped:
+            why = self.failure or "the Redis follower has stopped"
+            raise TrustStoreError(f"NTAs saved to {self.path} but NOT pushed to Redis at "
+                                  f"{redact(self.url)} ({why}): the fleet does not have them")
 
     # -- running -------------------------------------------------------------------------
     async def start(self, driver: Any) -> None:
@@ -204,6 +244,7 @@ class RedisTrustStore:
         log.info("fleet %s: instance %s, %d NTA(s) from %s", self.prefix, self.instance,
                  len(driver.trust.ntas()), source)
         self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task.add_done_callback(_log_stop)
 
     async def close(self) -> None:
         """Stop following; push a change still waiting if Redis answers at once."""
@@ -234,13 +275,7 @@ class RedisTrustStore:
 
     def _unreadable(self) -> dict[str, str]:
         """Fields of the last Redis state that did not decode: not ours to delete."""
-        out = {}
-        for zone, value in self._base.items():
-            try:
-                nta_from_json(json.loads(value))
-            except (ValueError, StateFileError):
-                out[zone] = value
-        return out
+        return _decode_map(self._base, say=False)[1]
 
     def _down(self, error: BaseException) -> None:
         if not self.problem:  # once per outage
@@ -255,6 +290,19 @@ class RedisTrustStore:
             log.info("fleet: Redis at %s reachable again; NTAs resynced (%d in force)",
                      redact(self.url), len(self.driver.trust.ntas()))
         self.problem = ""
+        self.failure = ""
+
+    def _failed(self, error: Exception) -> None:
+        """Following failed, not for an outage: logged once (with the traceback) per
+        distinct error, shown in status, retried with the outage's back-off."""
+        text = f"{type(error).__name__}: {error}"
+        if text != self.failure:
+            log.error("fleet: following Redis at %s failed (%s); NTA changes made here do "
+                      "not reach the fleet until it works again, retrying",
+                      redact(self.url), text, exc_info=error)
+        self.failure = text
+        self.problem = (f"following Redis at {redact(self.url)} failed ({text}); NTA "
+                        "changes made here do not reach the fleet")
 
     async def _run(self) -> None:
         delay = self.retry_min
@@ -267,6 +315,9 @@ class RedisTrustStore:
                 raise
             except _DOWN as e:
                 self._down(e)
+            except Exception as e:  # noqa: BLE001 - one bad field must not end following
+                # for good (it did: every later change stayed here, "saved")
+                self._failed(e)
             finally:
                 with contextlib.suppress(*_DOWN):
                     await client.aclose()
@@ -422,7 +473,7 @@ class RedisTrustStore:
 
     # -- the cache file ----------------------------------------------------------------------
     def _write_cache(self) -> None:
-        ntas, _ = _decode_map(self._local)
+        ntas, _ = _decode_map(self._local, say=False)
         doc = {"version": FORMAT_VERSION, "ntas": [nta_to_json(n) for n in ntas],
                "fleet": {"synced": self._base, "redis_version": self._version,
                          "redis_epoch": self._epoch}}
@@ -438,7 +489,7 @@ class RedisTrustStore:
                       self.path, e.strerror)
             return []
         try:
-            doc = json.loads(raw)
+            doc = load_json(raw)
             if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION \
                     or not isinstance(doc.get("ntas"), list):
                 raise StateFileError("not an anchord NTA file")
@@ -457,7 +508,7 @@ class RedisTrustStore:
             self._base = {str(k): str(v) for k, v in synced.items()}
             self._version = int(fleet.get("redis_version", -1))
             self._epoch = str(fleet.get("redis_epoch", ""))
-        except (ValueError, KeyError, TypeError, StateFileError) as e:
+        except (ValueError, KeyError, TypeError, OverflowError, StateFileError) as e:
             log.error("fleet: cache file %s is corrupt (%s); starting without NTAs until "
                       "Redis answers", self.path, e)
             self._base, self._version, self._epoch = {}, -1, ""
