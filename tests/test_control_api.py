@@ -24,7 +24,7 @@ from anchord.control.api import (
     nta_view,
     start_control,
 )
-from anchord.control.ntastore import FileTrustStore
+from anchord.control.ntastore import FileTrustStore, TrustStoreError, nta_reason
 from anchord.core.outcome import EdeCode, Question, Security
 from anchord.core.trustmap import NegativeAnchor
 from anchord.frontend.server import Frontend
@@ -520,5 +520,44 @@ def test_a_very_long_zone_in_the_url_gets_the_apis_json_error(world: World,
         status, doc = await api.call("DELETE", "/v1/nta/" + "a" * 10_000)
         assert status == 400 and isinstance(doc, dict), doc
         assert "is not a domain name" in doc["error"] and len(doc["error"]) < 200, doc
+
+    run_api(world, tmp_path, body)
+
+
+def test_a_store_that_did_not_take_the_change_is_not_a_success(world: World,
+                                                                tmp_path: Path) -> None:
+    """The fleet store raises TrustStoreError (its follower failed: the change is not in
+    Redis): "saved" must be false, as for a file that cannot be written."""
+    class NotPushed:
+        path = tmp_path / "fleet.json"
+
+        def load(self) -> list[NegativeAnchor]:
+            return []
+
+        def save(self, ntas: list[NegativeAnchor]) -> None:
+            raise TrustStoreError("NTAs saved to fleet.json but NOT pushed to Redis")
+
+    async def body(control: Control, api: Client) -> None:
+        control.store = NotPushed()
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de"})
+        assert status == 500 and doc["saved"] is False, doc
+        assert "NOT pushed to Redis" in doc["error"]
+
+    run_api(world, tmp_path, body)
+
+
+def test_the_api_and_the_state_file_refuse_the_same_reasons(world: World,
+                                                            tmp_path: Path) -> None:
+    async def body(control: Control, api: Client) -> None:
+        for reason in ("a\ud800b", "a\nb", "x" * 301, {"a": [1, 2]}):
+            status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de",
+                                                             "reason": reason})
+            assert status == 400 and "'reason'" in doc["error"], doc
+            with pytest.raises(ValueError) as refused:
+                nta_reason(reason)
+            assert doc["error"] == str(refused.value)
+        status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de",
+                                                         "recheck": "false"})
+        assert status == 400 and doc["error"] == "'recheck' must be true or false", doc
 
     run_api(world, tmp_path, body)
