@@ -156,7 +156,7 @@ def test_a_bad_name_in_a_server_table_is_one_line(tmp_path: Path, key: str) -> N
      "key 'dnssec.insecure_zones[0]': zone 'de\\x00' is not a domain name (it contains "
      "the non-printable character U+0000)"),
     ('[dnssec]\ninsecure_zones = ["\\\\000.de"]\n',
-     "key 'dnssec.insecure_zones[0]': zone '\\\\000.de.' is not a domain name (a label "
+     "key 'dnssec.insecure_zones[0]': zone '\\\\000.de' is not a domain name (a label "
      "holds the byte 0x00, a control character or a space)"),
     ('[failure_cache]\nmin_ttl = 10\nmax_ttl = 1\n',
      "key 'failure_cache.min_ttl': larger than failure_cache.max_ttl"),

@@ -542,6 +542,10 @@ def test_a_store_that_did_not_take_the_change_is_not_a_success(world: World,
         status, doc = await api.call("POST", "/v1/nta", {"zone": "bogus.de"})
         assert status == 500 and doc["saved"] is False, doc
         assert "NOT pushed to Redis" in doc["error"]
+        # It is in the fleet's cache file: lost to the other instances, not to a restart.
+        assert doc["error"].endswith("the other instances do not have it"), doc
+        status, doc = await api.call("DELETE", "/v1/nta/bogus.de")
+        assert status == 500 and doc["error"].endswith("the other instances keep the NTA")
 
     run_api(world, tmp_path, body)
 

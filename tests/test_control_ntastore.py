@@ -373,3 +373,18 @@ def test_a_lifetime_message_stays_short_however_long_the_lifetime() -> None:
         text = lifetime_over_max(seconds, 604800)
         assert text is not None and len(text) < 100, text
         assert text.startswith("lifetime over 3650d is longer than the maximum, 7d")
+
+
+@pytest.mark.parametrize("zone, words", [
+    ("\\000.de.", "a label holds the byte 0x00"),  # an escape the API refuses too
+    ("a\\032b.de.", "a label holds the byte 0x20"),
+    ("*.de.", "wildcard label"),
+    (".", "for the root"),
+])
+def test_a_zone_the_api_refuses_costs_its_entry(tmp_path: Path, zone: str,
+                                                words: str) -> None:
+    path = tmp_path / "nta.json"
+    _file(path, _entry(zone=zone), nta_to_json(GOOD))
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD]
+    assert words in store.problem, store.problem

@@ -43,7 +43,7 @@ from aiohttp import web
 
 from anchord import __version__
 from anchord.control import dashboard
-from anchord.control.config import Config, check_label_bytes, parse_endpoint, zone_name
+from anchord.control.config import Config, parse_endpoint
 from anchord.control.metrics import AnchordCollector, make_registry, rcode_name, render
 from anchord.control.ntastore import (
     FileTrustStore,
@@ -190,6 +190,9 @@ class Control:
         self.collector.driver = driver
         self.frontend: Any = None
         self.save_error = ""
+        # A file that could not be written loses the change at a restart; the fleet
+        # store kept it in its cache file, only the other instances do not have it.
+        self.save_local = True
         self.address: tuple[str, int] | None = None  # where the API is bound
         self._token = ""
         self._metrics_open = False
@@ -208,9 +211,11 @@ class Control:
             # The store's own path, not e.filename: that is the temporary file.
             where = getattr(self.store, "path", None) or "the trust store"
             self.save_error = f"cannot save NTAs to {where}: {e.strerror or e}"
+            self.save_local = False
             log.error("%s", self.save_error)
         except TrustStoreError as e:  # the store's own sentence (the fleet's follower)
             self.save_error = str(e)
+            self.save_local = True
             log.error("%s", self.save_error)
 
     def attach(self, frontend: Any) -> None:
@@ -367,8 +372,6 @@ class Control:
             # The same rules as for the state file at start-up (ntastore): there a
             # root NTA is dropped and a longer one cut to the maximum.
             zone = nta_zone(body.get("zone"))
-            # Escapes (`\\000.de`) pass nta_zone; the config's zones are held to this too.
-            check_label_bytes(zone)
             raw_life = body.get("lifetime")
             lifetime = cfg.default_lifetime if raw_life is None else parse_lifetime(raw_life)
             reason = nta_reason(body.get("reason", ""))
@@ -389,7 +392,8 @@ class Control:
             # The NTA stays in force (answering), but the promise "written before the
             # API answers" is broken: a failure status, so no script mistakes it for done.
             view["error"] = (f"NTA for {zone} is in force but NOT saved ({self.save_error}): "
-                             "it will not survive a restart")
+                             + ("the other instances do not have it" if self.save_local
+                                else "it will not survive a restart"))
             return _json(view, status=_NOT_SAVED)
         return _json(view, status=201)
 
@@ -405,14 +409,16 @@ class Control:
                                "saved": not self.save_error}
         if self.save_error:
             doc["error"] = (f"NTA for {zone} is removed but the removal is NOT saved "
-                            f"({self.save_error}): it will be back after a restart")
+                            f"({self.save_error}): "
+                            + ("the other instances keep the NTA" if self.save_local
+                               else "it will be back after a restart"))
             return _json(doc, status=_NOT_SAVED)
         return _json(doc)
 
     async def _flush(self, request: web.Request) -> web.Response:
         body = await self._body(request, _FLUSH_KEYS)
         try:
-            zone = zone_name(body.get("zone"))
+            zone = parse_zone(body.get("zone"))
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         answers = self.driver.core.answers

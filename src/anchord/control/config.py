@@ -447,31 +447,11 @@ def _validate(cfg: Config) -> None:
                           "dnssec.enabled = false to run without validation")
 
 
-def check_label_bytes(name: dns.name.Name) -> None:
-    """ValueError if a label holds a control byte, a space or DEL. parse_zone refuses
-    such characters typed as they are, but dnspython's escapes (`\\000.de`) put them
-    into a label all the same; no zone an operator means has them, and they would end
-    up in logs, `nta list` tables and the state file."""
-    for label in name.labels:
-        bad = next((b for b in label if b < 0x21 or b == 0x7F), None)
-        if bad is not None:
-            raise ValueError(f"zone {name.to_text()!r} is not a domain name (a label holds "
-                             f"the byte 0x{bad:02X}, a control character or a space)")
-
-
-def zone_name(value: Any) -> dns.name.Name:
-    """A zone name as the control API takes it (ntastore.parse_zone: printable, no
-    wildcard label), its labels' bytes included; ValueError with the sentence."""
-    name = parse_zone(value)
-    check_label_bytes(name)
-    return name
-
-
 def _check_zone(path: str, text: str) -> None:
     # One rule for a zone wherever one is named: what the API refuses for an NTA
     # (a wildcard label would be taken literally, never as "every name") is refused here.
     try:
-        zone_name(text)
+        parse_zone(text)
     except ValueError as e:
         raise ConfigError(f"key '{path}': {e}") from None
 
@@ -622,6 +602,6 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-__all__ = ["Config", "ConfigError", "check_label_bytes", "load_config", "parse_endpoint",
-           "parse_network", "parse_trust_anchor", "zone_name",
+__all__ = ["Config", "ConfigError", "load_config", "parse_endpoint",
+           "parse_network", "parse_trust_anchor",
            "unusable_trust_anchors", "defaults_as_toml", "MISSING"]

@@ -180,6 +180,13 @@ def parse_zone(value: Any) -> dns.name.Name:
         # literal label, never as "every name": refuse rather than do nothing useful.
         raise ValueError(f"zone {short_repr(value)} has a wildcard label '*': give the zone "
                          "itself (an NTA or flush already covers every name below it)")
+    # The check above sees the text; dnspython's escapes (`\000.de`) still put control
+    # bytes, spaces or DEL into a label, which no zone an operator means has.
+    for label in name.labels:
+        byte = next((b for b in label if b < 0x21 or b == 0x7F), None)
+        if byte is not None:
+            raise ValueError(f"zone {short_repr(value)} is not a domain name (a label holds "
+                             f"the byte 0x{byte:02X}, a control character or a space)")
     return name
 
 
