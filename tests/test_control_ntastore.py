@@ -301,21 +301,25 @@ def test_without_hard_links_a_copy_is_kept(tmp_path: Path,
     assert FileTrustStore(path).load() == [GOOD]
 
 
-@pytest.mark.parametrize("reason, words", [
-    ("a\ud800b", "printable"),  # UnicodeEncodeError writing every EDE 33 text
-    ("a\nb", "printable"),
-    ("bell\x07", "printable"),
-    ("x" * 301, "301 characters; at most 300"),
-    ({"a": [1, 2]}, "must be a string"),
-    (None, "must be a string"),
+@pytest.mark.parametrize("fields, words", [
+    ({"reason": "a\ud800b"}, "'reason'"),  # UnicodeEncodeError writing every EDE 33 text
+    ({"reason": "a\nb"}, "'reason' must be one line of printable"),
+    ({"reason": "bell\x07"}, "'reason' must be one line of printable"),
+    ({"reason": "x" * 301}, "'reason' is 301 characters; at most 300"),
+    ({"reason": {"a": [1, 2]}}, "'reason' must be a string"),
+    ({"reason": None}, "'reason' must be a string"),
+    ({"zone": "\\000.de."}, "a label holds the byte 0x00"),  # an escape: the API refuses it
+    ({"zone": "a\\032b.de."}, "a label holds the byte 0x20"),
+    ({"zone": "*.de."}, "wildcard label"),
+    ({"zone": "."}, "for the root"),
 ])
-def test_a_reason_the_api_refuses_costs_its_entry(tmp_path: Path, reason: object,
-                                                   words: str) -> None:
+def test_what_the_api_refuses_costs_its_entry(tmp_path: Path, fields: dict[str, object],
+                                              words: str) -> None:
     path = tmp_path / "nta.json"
-    _file(path, _entry(reason=reason), nta_to_json(GOOD))
+    _file(path, _entry(**fields), nta_to_json(GOOD))
     store = FileTrustStore(path, clock=lambda: T0)
     assert store.load() == [GOOD]
-    assert "entry 1 'c1.de.': 'reason'" in store.problem and words in store.problem
+    assert "entry 1 " in store.problem and words in store.problem, store.problem
 
 
 def test_a_reason_of_300_printable_characters_is_kept() -> None:
@@ -373,18 +377,3 @@ def test_a_lifetime_message_stays_short_however_long_the_lifetime() -> None:
         text = lifetime_over_max(seconds, 604800)
         assert text is not None and len(text) < 100, text
         assert text.startswith("lifetime over 3650d is longer than the maximum, 7d")
-
-
-@pytest.mark.parametrize("zone, words", [
-    ("\\000.de.", "a label holds the byte 0x00"),  # an escape the API refuses too
-    ("a\\032b.de.", "a label holds the byte 0x20"),
-    ("*.de.", "wildcard label"),
-    (".", "for the root"),
-])
-def test_a_zone_the_api_refuses_costs_its_entry(tmp_path: Path, zone: str,
-                                                words: str) -> None:
-    path = tmp_path / "nta.json"
-    _file(path, _entry(zone=zone), nta_to_json(GOOD))
-    store = FileTrustStore(path, clock=lambda: T0)
-    assert store.load() == [GOOD]
-    assert words in store.problem, store.problem

@@ -135,21 +135,28 @@ def test_glue_outside_the_referring_zone_is_never_used_and_the_ns_name_is_looked
 # -- server choice by smoothed RTT --------------------------------------------------------
 
 
-def test_most_queries_go_to_the_zone_server_with_the_lower_smoothed_rtt() -> None:
-    """example.test. has two servers; one answers in 200 ms, the other in 1 ms."""
+def _with_second_server(names: list[str], address: str) -> SignedWorld:
+    """The standard world with `names` in example.test. and a second server for it,
+    ns2.example.test. at `address` (glue in test.), both zones signed again."""
     world = standard_world()
     example = world.zone("example.test.")
-    names = [f"host{i}" for i in range(30)]
     for name in names:
         example.add(name, "A", "192.0.2.81")
     world.build()
     test = world.zone("test.")
     example.add("@", "NS", "ns2.example.test.")
-    example.add("ns2", "A", "192.0.2.33")
+    example.add("ns2", "A", address)
     test.add("example", "NS", "ns2.example.test.")
-    test.add("ns2.example", "A", "192.0.2.33")
+    test.add("ns2.example", "A", address)
     test.sign()
     example.sign()
+    return world
+
+
+def test_most_queries_go_to_the_zone_server_with_the_lower_smoothed_rtt() -> None:
+    """example.test. has two servers; one answers in 200 ms, the other in 1 ms."""
+    names = [f"host{i}" for i in range(30)]
+    world = _with_second_server(names, "192.0.2.33")
     slow, fast = EXAMPLE_NS, "192.0.2.33"
     driver, transport = _resolver(world, aliases={fast: EXAMPLE_NS}, delays={slow: 0.2})
     assert _ask(driver, "www.example.test.").security is Security.SECURE  # warm-up
@@ -168,19 +175,8 @@ def test_do_not_query_takes_networks_and_addresses_and_skips_every_server_inside
     """Unbound's do-not-query-address takes netblocks too. example.test.'s second server,
     198.51.100.33, answers fast (its first is slow): it would get nearly every question,
     but inside a blocked network or at a blocked address it gets none."""
-    world = standard_world()
-    example = world.zone("example.test.")
     names = [f"host{i}" for i in range(10)]
-    for name in names:
-        example.add(name, "A", "192.0.2.81")
-    world.build()
-    test = world.zone("test.")
-    example.add("@", "NS", "ns2.example.test.")
-    example.add("ns2", "A", "198.51.100.33")
-    test.add("example", "NS", "ns2.example.test.")
-    test.add("ns2.example", "A", "198.51.100.33")
-    test.sign()
-    example.sign()
+    world = _with_second_server(names, "198.51.100.33")
     for blocked in (["198.51.100.0/24"], ["2001:db8::/32", "198.51.100.33"]):
         clock = FakeClock(world.now)
         transport = ShapedTransport(world, clock, aliases={"198.51.100.33": EXAMPLE_NS},
