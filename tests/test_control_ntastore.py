@@ -377,3 +377,40 @@ def test_a_lifetime_message_stays_short_however_long_the_lifetime() -> None:
         text = lifetime_over_max(seconds, 604800)
         assert text is not None and len(text) < 100, text
         assert text.startswith("lifetime over 3650d is longer than the maximum, 7d")
+
+
+@pytest.mark.parametrize("question", ["www.c1.de. BOGUSTYPE", 5, "c1.de.",
+                                      "www.c1.de. A extra"])
+def test_a_question_that_cannot_be_read_costs_only_itself(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, question: object) -> None:
+    """It only feeds the recheck: dropping the NTA for it brought the SERVFAILs back."""
+    path = tmp_path / "nta.json"
+    _file(path, _entry(questions=[question, "www.c1.de. AAAA"]))
+    with caplog.at_level(logging.WARNING, logger="anchord.control"):
+        (nta,) = FileTrustStore(path).load()
+    assert [q.qname.to_text() for q in nta.questions] == ["www.c1.de."]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("NTA entry 1 'c1.de.': ") and line.endswith(": left out"), line
+
+
+def test_a_byte_order_mark_is_not_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "nta.json"
+    content = _file(path, nta_to_json(GOOD))
+    path.write_bytes(b"\xef\xbb\xbf" + content)
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD] and store.problem == ""
+    assert not list(tmp_path.glob("nta.json.corrupt-*"))
+
+
+def test_every_dropped_entry_reaches_the_log(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "nta.json"
+    bad = [_entry(zone=f"c{i}.de.", recheck="no") for i in range(8)]
+    _file(path, *bad, nta_to_json(GOOD))
+    store = FileTrustStore(path, clock=lambda: T0)
+    with caplog.at_level(logging.WARNING, logger="anchord.control"):
+        assert store.load() == [GOOD]
+    assert "and 3 more, each on a log line of its own" in store.problem
+    text = caplog.text
+    for i in range(8):  # five in the summary line, three on their own
+        assert f"'c{i}.de.': 'recheck' is not true or false" in text, i

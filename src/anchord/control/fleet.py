@@ -66,6 +66,7 @@ from anchord.control.ntastore import (
     TrustStoreError,
     decode_entries,
     load_json,
+    log_dropped,
     nta_from_json,
     nta_to_json,
     short_repr,
@@ -501,6 +502,7 @@ class RedisTrustStore:
                           "y" if len(dropped) == 1 else "ies",
                           "was" if len(dropped) == 1 else "were",
                           summarize_dropped(dropped), len(ntas))
+                log_dropped(f"fleet: cache file {self.path}", dropped)
             fleet = doc.get("fleet") or {}
             synced = fleet.get("synced") or {}
             if not isinstance(synced, dict):

@@ -269,7 +269,9 @@ def load_json(raw: bytes | str) -> Any:
     NaN and Infinity are read as the floats they name: no time accepts them (_time), so
     they cost their entry, not the file. So do integers too long to convert."""
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        # A byte order mark (an editor's on Windows) is not JSON but means no harm: the
+        # config file accepts one too.
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
         doc = json.loads(text, parse_int=_parse_int)
     except RecursionError:
         raise StateFileError(f"JSON nested more than {_MAX_DEPTH} levels deep") from None
@@ -358,7 +360,14 @@ def nta_from_json(item: Any, notes: list[str] | None = None) -> NegativeAnchor:
         raise StateFileError(f"'questions' is not a list: {short_repr(asked)}")
     questions = []
     for text in asked:
-        question = question_from_text(text)
+        # A question only feeds the recheck: one that cannot be read or lies outside the
+        # zone is left out, never the NTA with it (that would bring the SERVFAILs back).
+        try:
+            question = question_from_text(text)
+        except StateFileError as e:
+            if notes is not None:
+                notes.append(f"{e}: left out")
+            continue
         if question.qname.is_subdomain(zone):
             questions.append(question)
         elif notes is not None:
@@ -427,14 +436,29 @@ def decode(raw: bytes) -> list[NegativeAnchor]:
     return ntas
 
 
-def summarize_dropped(dropped: list[str], limit: int = 5) -> str:
-    """Dropped entries for one log line: the first `limit` named, the rest counted (a
-    file of thousands of bad entries must not make a line of megabytes; the kept copy
-    has them all)."""
+_SUMMARY_LIMIT = 5  # dropped entries named in the one line (status, dashboard, log)
+_LOGGED_LIMIT = 1000  # the rest: one log line each, up to this many
+
+
+def summarize_dropped(dropped: list[str], limit: int = _SUMMARY_LIMIT) -> str:
+    """Dropped entries for one line: the first `limit` named, the rest counted (a file
+    of thousands of bad entries must not make a line of megabytes). log_dropped puts the
+    rest in the log, each on a line of its own."""
     shown = "; ".join(dropped[:limit])
     if len(dropped) > limit:
-        shown += f"; and {len(dropped) - limit} more"
+        shown += f"; and {len(dropped) - limit} more, each on a log line of its own"
     return shown
+
+
+def log_dropped(where: str, dropped: list[str]) -> None:
+    """The dropped entries summarize_dropped only counted, a log line each: without
+    them, why an entry went could only be learnt by comparing the kept copy by hand."""
+    rest = dropped[_SUMMARY_LIMIT:]
+    for sentence in rest[:_LOGGED_LIMIT]:
+        log.warning("%s: dropped %s", where, sentence)
+    if len(rest) > _LOGGED_LIMIT:
+        log.warning("%s: and %d more dropped entries (see the kept copy)", where,
+                    len(rest) - _LOGGED_LIMIT)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -518,7 +542,7 @@ class FileTrustStore:
         try:
             ntas, dropped = decode_lenient(raw)
         except StateFileError as e:
-            what, ntas = f"is corrupt ({e})", []
+            what, ntas, dropped = f"is corrupt ({e})", [], []
             outcome = "starting without NTAs: re-add them with `anchord nta add`"
         else:
             if not dropped:
@@ -544,6 +568,7 @@ class FileTrustStore:
                          f"{write_error.strerror or write_error}")
         self.problem = f"NTA state file {self.path} {what}; {kept}; {outcome}"
         log.error("%s", self.problem)
+        log_dropped(f"NTA state file {self.path}", dropped)
         return ntas
 
     def save(self, ntas: list[NegativeAnchor]) -> None:
@@ -554,5 +579,6 @@ __all__ = ["parse_lifetime", "short_repr", "format_duration", "lifetime_over_max
            "parse_zone", "nta_zone", "TrustStore", "FileTrustStore",
            "StateFileError", "write_atomically", "nta_to_json", "nta_from_json", "encode",
            "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped",
+           "log_dropped",
            "nta_reason", "MAX_REASON", "MAX_TIME", "TrustStoreError", "load_json",
            "too_deep"]

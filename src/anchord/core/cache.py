@@ -287,7 +287,8 @@ def aged_outcome(o: Outcome, entry: AnswerEntry, now: float, original: bool = Fa
 
 
 def stale_outcome(o: Outcome, entry: AnswerEntry, stale_ttl: int, *reasons: Ede,
-                  original: bool = False) -> Outcome:
+                  original: bool = False,
+                  why: str = "no fresh answer could be had") -> Outcome:
     """The cached outcome `o` (entry's, as objects) served stale: TTL min(stale_ttl,
     original), EDE 3 or 19 first; with `original` the records keep the TTLs they
     arrived with."""
@@ -298,7 +299,7 @@ def stale_outcome(o: Outcome, entry: AnswerEntry, stale_ttl: int, *reasons: Ede,
         EdeCode.STALE_NXDOMAIN_ANSWER if o.rcode == 3 else EdeCode.STALE_ANSWER
     )
     stale_ede = Ede(stale_code, f"stale answer for {o.question}: its {int(entry.ttl)} s TTL "
-                                "ran out and no fresh answer could be had")
+                                f"ran out and {why}")
     # RFC 8767 answers say first that they are stale; why the refresh failed follows.
     return replace(
         o,

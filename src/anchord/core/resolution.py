@@ -187,7 +187,8 @@ class Resolver:
             return cached
         entry = self.answers.get(question)
         if entry is not None and entry.state(self.clock.now()) is EntryState.STALE:
-            return self.stale_answer(entry, *entry.refresh_failure)
+            return self.stale_answer(entry, *entry.refresh_failure,
+                                     why="a query without RD is answered from the cache")
         return None
 
     # -- prefetch (Unbound's): refresh popular answers before they expire ------------------
@@ -236,11 +237,12 @@ class Resolver:
         return aged_outcome(self.answers.outcome(entry), entry, now,
                             self.config.cache.serve_original_ttl)
 
-    def stale_answer(self, entry: AnswerEntry, *reasons: Ede) -> Outcome:
+    def stale_answer(self, entry: AnswerEntry, *reasons: Ede,
+                     why: str = "no fresh answer could be had") -> Outcome:
         """A cache entry answered stale (RFC 8767), with why its refresh failed."""
         return stale_outcome(self.answers.outcome(entry), entry,
                              self.config.serve_stale.stale_ttl, *reasons,
-                             original=self.config.cache.serve_original_ttl)
+                             original=self.config.cache.serve_original_ttl, why=why)
 
     def _revivable(self, entry: AnswerEntry | None, state: EntryState) -> AnswerEntry | None:
         """With serve_stale.extend_on_failure, an entry past its stale window that a failed
