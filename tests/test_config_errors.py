@@ -243,3 +243,19 @@ def test_a_listen_address_given_twice_is_named(tmp_path: Path, listen: str,
 def test_port_0_may_be_listed_twice(tmp_path: Path) -> None:
     assert len(_load(tmp_path, '[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n')
                .server.listen) == 2
+
+
+@pytest.mark.parametrize("listen", ['["0.0.0.0:5379", "127.0.0.77:5379"]',
+                                    '["[::1]:5379", "[::]:5379"]'])
+def test_a_wildcard_listen_address_overlapping_another_is_named(tmp_path: Path,
+                                                               listen: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f"[server]\nlisten = {listen}\n")
+    assert "key 'server.listen[1]'" in str(e.value) and "overlaps server.listen[0]" in str(e.value)
+
+
+def test_a_wildcard_and_a_specific_address_on_other_ports_or_families_are_fine(
+        tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[server]\nlisten = ["0.0.0.0:5379", "127.0.0.77:5380", '
+                          '"[::1]:5379"]\n')
+    assert len(cfg.server.listen) == 3

@@ -355,6 +355,15 @@ def _validate(cfg: Config) -> None:
         if port and bound in seen:
             raise ConfigError(f"key 'server.listen[{i}]': {item!r} is listed twice (also "
                               f"server.listen[{seen[bound]}])")
+        # A wildcard address covers every address of its family on that port: binding
+        # both fails the same misleading way.
+        overlap = next((j for (addr, p), j in seen.items() if port and p == port
+                        and addr.version == bound[0].version
+                        and (addr.is_unspecified or bound[0].is_unspecified)), None)
+        if overlap is not None:
+            raise ConfigError(f"key 'server.listen[{i}]': {item!r} overlaps "
+                              f"server.listen[{overlap}] ({cfg.server.listen[overlap]!r}): "
+                              "a wildcard address already takes every address on that port")
         seen[bound] = i
     _check_networks("server.access_control", cfg.server.access_control)
     if not cfg.server.listen:
