@@ -91,3 +91,12 @@ def test_an_unwritable_report_path_is_refused_before_the_run() -> None:
     assert res.exit_code == 1
     assert res.output == ("anchord rpl: /proc/nope.json cannot be written: output folder "
                           "/proc is not writable: No such file or directory\n")
+
+
+def test_a_scenario_that_checks_nothing_is_unsupported_not_passed() -> None:
+    """Cut after its QUERY step, a passing scenario has nothing left that could fail."""
+    path = RPL / "unbound" / "val_positive.rpl"
+    head = "".join(path.read_text().splitlines(keepends=True)[:137])
+    result = run_scenario(parse_text(head + "SCENARIO_END\n", str(path)))
+    assert result.status == "unsupported"
+    assert result.reason == "checks nothing (no CHECK_ANSWER step)"

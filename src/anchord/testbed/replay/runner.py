@@ -385,6 +385,19 @@ def _elapse(step: Step) -> float:
     raise Mismatch(f"TIME_PASSES {' '.join(args)} not supported")
 
 
+def _checks_something(scenario: Scenario) -> bool:
+    """Does any step compare what the resolver did with what the script expects?
+    CHECK_ANSWER does; so does CHECK_OUT_QUERY, but only for Unbound (Deckard ignores
+    it, as pydnstest does)."""
+    for step in scenario.steps:
+        if not step.entries:
+            continue
+        if step.kind == "CHECK_ANSWER" or (
+                step.kind == "CHECK_OUT_QUERY" and scenario.dialect is Dialect.UNBOUND):
+            return True
+    return False
+
+
 def precheck(scenario: Scenario) -> str | None:
     """Why this scenario cannot be run, or None."""
     if scenario.unsupported:
@@ -397,6 +410,10 @@ def precheck(scenario: Scenario) -> str | None:
                 _elapse(step)
             except Mismatch as e:
                 return str(e)
+    # A run that compares nothing cannot fail, so its PASS would say nothing: a file
+    # cut after its QUERY steps would otherwise count as a passing scenario.
+    if not _checks_something(scenario):
+        return "checks nothing (no CHECK_ANSWER step)"
     return None
 
 
