@@ -100,3 +100,44 @@ def test_a_scenario_that_checks_nothing_is_unsupported_not_passed() -> None:
     result = run_scenario(parse_text(head + "SCENARIO_END\n", str(path)))
     assert result.status == "unsupported"
     assert result.reason == "checks nothing (no CHECK_ANSWER step)"
+
+
+def test_a_report_write_that_fails_is_one_line_after_the_results() -> None:
+    """/dev/full passes the check before the run; the write itself fails (ENOSPC)."""
+    path = RPL / "deckard" / "iter_resolve.rpl"
+    res = CliRunner().invoke(rpl, [str(path), "--report", "/dev/full"])
+    assert res.exit_code == 1
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+    assert "total" in res.output  # the results were printed before the write
+    assert res.output.endswith("anchord rpl: report /dev/full not written: "
+                               "No space left on device\n")
+
+
+@pytest.mark.parametrize(("report", "why"), [
+    ("", "--report needs a file name, not an empty string"),
+    ("other.rpl", "--report other.rpl: a .rpl file is a scenario, not a report"),
+])
+def test_an_empty_or_rpl_report_path_is_refused(tmp_path: Path, report: str, why: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    path = RPL / "deckard" / "iter_resolve.rpl"
+    monkeypatch.chdir(tmp_path)  # what a wrong refusal writes lands here
+    res = CliRunner().invoke(rpl, [str(path), "--report", report])
+    assert res.exit_code == 1
+    assert res.output == f"anchord rpl: {why}\n"
+
+
+def test_a_report_path_that_is_an_input_is_refused(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spelled differently (relative, with ./), the input is still recognised."""
+    scenario = tmp_path / "iter_resolve.rpl"
+    original = (RPL / "deckard" / "iter_resolve.rpl").read_text()
+    scenario.write_text(original)
+    # Named without .rpl so the input check, not the suffix check, is what refuses it.
+    alias = tmp_path / "iter_resolve"
+    alias.symlink_to(scenario)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(rpl, ["iter_resolve.rpl", "--report", "./iter_resolve"])
+    assert res.exit_code == 1
+    assert res.output == "anchord rpl: --report ./iter_resolve is one of the input scenarios\n"
+    assert scenario.read_text() == original

@@ -29,6 +29,21 @@ def collect(paths: tuple[str, ...]) -> list[Path]:
     return files
 
 
+def check_report_path(report: str, inputs: list[Path]) -> None:
+    """ValueError for a report path that is empty, or that would overwrite a scenario:
+    one of the inputs (compared resolved: ./x.rpl and x.rpl are the same file), or any
+    .rpl file (a slip of the shell's completion, never a JSON report)."""
+    if not report:
+        raise ValueError("--report needs a file name, not an empty string")
+    target = Path(report)
+    if target.suffix.lower() == ".rpl":
+        raise ValueError(f"--report {report}: a .rpl file is a scenario, not a report")
+    resolved = target.resolve()
+    if any(p.resolve() == resolved for p in inputs):
+        raise ValueError(f"--report {report} is one of the input scenarios")
+    check_file_writable(target)
+
+
 def run_one(path: Path) -> Result:
     try:
         scenario = parse_file(path)
@@ -48,8 +63,8 @@ def rpl(paths: tuple[str, ...], report: str | None, verbose: bool) -> None:
         files = collect(paths)
         # Before the run, not after it: a report that cannot be written is a mistyped
         # path, better said at once than as a traceback once every scenario has run.
-        if report:
-            check_file_writable(Path(report))
+        if report is not None:
+            check_report_path(report, files)
     except (ValueError, FolderError) as e:
         click.echo(f"anchord rpl: {e}", err=True)
         sys.exit(1)
@@ -66,11 +81,18 @@ def rpl(paths: tuple[str, ...], report: str | None, verbose: bool) -> None:
             click.echo(f"{result.status.upper():12} {path}"
                        + (f"  {result.reason}" if result.reason else ""), err=True)
     click.echo(format_table(results))
-    if report:
-        write_json(results, report)
+    if report is not None:
+        try:
+            write_json(results, report)
+        except OSError as e:
+            # The results above still stand; only the report is lost (a full disk
+            # passes the check before the run).
+            click.echo(f"anchord rpl: report {report} not written: "
+                       f"{e.strerror or e}", err=True)
+            sys.exit(1)
         click.echo(f"report written to {report}")
     # Failing scenarios are results, not errors; only a crash of the runner is.
     sys.exit(1 if crashed else 0)
 
 
-__all__ = ["collect", "rpl", "run_one"]
+__all__ = ["check_report_path", "collect", "rpl", "run_one"]
