@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from anchord import __version__
 from anchord.control import dashboard
@@ -95,9 +96,10 @@ class ControlError(Exception):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.close = close  # answer, then close the connection (no keep-alive)
 
 
 class _NumberTooLong(ValueError):
@@ -109,6 +111,18 @@ def _parse_int(text: str) -> int:
         raise _NumberTooLong(f"the request body has a number of {len(text.lstrip('-'))} "
                              f"digits; at most {_MAX_DIGITS}")
     return int(text)
+
+
+def _payload_error_text(request: web.Request, error: BaseException) -> str:
+    """What a RequestPayloadError says to the client: aiohttp's own message is a repr of
+    its internal exception, so name the Content-Encoding when that is what failed."""
+    cause = error.__cause__ or error.__context__
+    encoding = request.headers.get("Content-Encoding", "").strip()
+    if isinstance(cause, ContentEncodingError) and encoding:
+        # aiohttp decodes only gzip, deflate, br and zstd: quote anything else it sent.
+        name = encoding if encoding.isalnum() and len(encoding) <= 16 else short_repr(encoding)
+        return f"the request body cannot be decoded (Content-Encoding {name})"
+    return "the request body is malformed (its transfer encoding cannot be read)"
 
 
 def decode_body(raw: bytes) -> Any:
@@ -281,9 +295,10 @@ class Control:
             return await handler(request)
         except ApiError as e:
             resp = _error(e.status, str(e))
-            if e.status in (408, 413):
-                # No keep-alive after a body that never came or was not read: answer,
-                # then close (after at most LINGER s of draining, see start_api).
+            if e.status in (408, 413) or e.close:
+                # No keep-alive after a body that never came, was not read or could not
+                # be decoded: answer, then close (after at most LINGER s of draining,
+                # see start_api).
                 resp.force_close()
             return resp
         except web.HTTPException as e:  # aiohttp's own 404/405/413: keep the JSON shape
@@ -322,6 +337,15 @@ class Control:
         except TimeoutError:
             raise ApiError(408, f"the request body did not arrive within "
                                 f"{self.read_timeout:g} s") from None
+        except web.RequestPayloadError as e:
+            # aiohttp could not undo the body's transfer or content encoding (a body
+            # sent as "gzip" that is not gzip): the client's error, so a 400, not the
+            # 500 and traceback of a handler bug.
+            # aiohttp's parser has given up on this body; mark it finished, or the
+            # drain after our answer reads the stored error again and logs it as an
+            # unhandled exception. Where the next request would start is unknown: close.
+            request.content.feed_eof()
+            raise ApiError(400, _payload_error_text(request, e), close=True) from None
         body = decode_body(raw)
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
