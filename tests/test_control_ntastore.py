@@ -14,6 +14,7 @@ import dns.rdatatype
 import pytest
 
 from anchord.control.ntastore import (
+    FUTURE_TOLERANCE,
     MAX_TIME,
     FileTrustStore,
     StateFileError,
@@ -23,6 +24,7 @@ from anchord.control.ntastore import (
     nta_from_json,
     nta_to_json,
     parse_lifetime,
+    time_in_future,
 )
 from anchord.core.outcome import Question
 from anchord.core.trustmap import NegativeAnchor
@@ -414,3 +416,13 @@ def test_every_dropped_entry_reaches_the_log(tmp_path: Path,
     text = caplog.text
     for i in range(8):  # five in the summary line, three on their own
         assert f"'c{i}.de.': 'recheck' is not true or false" in text, i
+
+
+def test_a_time_in_the_future_is_named_past_the_tolerance_and_bounded() -> None:
+    assert time_in_future("added_at", T0 + FUTURE_TOLERANCE, T0) is None  # a clock ahead
+    assert time_in_future("added_at", T0 - 86400, T0) is None
+    text = time_in_future("added_at", T0 + 3600, T0)
+    assert text is not None and text.startswith(f"'added_at' is {T0 + 3600!r} (")
+    assert "1h in the future" in text and text.endswith("taken as now")
+    far = time_in_future("last_recheck_at", float(MAX_TIME), T0)
+    assert far is not None and "9999-12-31T23:59:59Z" in far and "over 3650d" in far

@@ -136,6 +136,36 @@ def lifetime_over_max(seconds: float, max_lifetime: int) -> str | None:
             f"{format_duration(max_lifetime)} (nta.max_lifetime = {max_lifetime})")
 
 
+# How far in the future a time that records the past (when an NTA was added, when it was
+# last rechecked) may lie before it is taken for a clock that was ahead when the time was
+# written, or has been stepped back since. Five minutes: more than NTP leaves between the
+# hosts of a fleet, less than any lifetime worth an NTA. Not dnssec.clock_skew: that widens
+# signature windows, is 0 unless set, and at 0 would flag an NTA added on an instance
+# whose clock runs a second ahead.
+FUTURE_TOLERANCE = 300
+
+
+def time_in_future(key: str, value: float, now: float) -> str | None:
+    """The one rule on times that record the past (`added_at`, `last_recheck_at`), for the
+    state file and the fleet store alike (Driver applies it where the time is): why
+    `value` cannot be taken as it is, or None if it is at most FUTURE_TOLERANCE ahead.
+
+    Such a time is a wrong clock, not a bad entry: the NTA is kept, with the time taken
+    as now (the caller's part). Dropping it, as a time outside 1970..9999 is dropped,
+    would make an operator's NTA vanish with a clock step; keeping the time would put off
+    its first recheck (due recheck_interval after it) until that moment, so the NTA would
+    outstay a fixed zone, and show an NTA added in the future."""
+    if value <= now + FUTURE_TOLERANCE:
+        return None
+    # Bounded like lifetime_over_max: a time in the year 9999 is not read in days.
+    ahead = value - now
+    shown = format_duration(ahead) if ahead <= _MAX_LIFETIME else \
+        f"over {format_duration(_MAX_LIFETIME)}"
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+    return (f"'{key}' is {short_repr(value)} ({when}), {shown} in the future (more than "
+            f"{FUTURE_TOLERANCE} s: a clock stepped back?); taken as now")
+
+
 def nta_reason(value: Any) -> str:
     """The reason of an NTA, from the API or the state file (one rule for both, as for
     the zone): a string of at most MAX_REASON printable characters. ValueError with the
@@ -581,4 +611,4 @@ __all__ = ["parse_lifetime", "short_repr", "format_duration", "lifetime_over_max
            "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped",
            "log_dropped",
            "nta_reason", "MAX_REASON", "MAX_TIME", "TrustStoreError", "load_json",
-           "too_deep"]
+           "too_deep", "FUTURE_TOLERANCE", "time_in_future"]
