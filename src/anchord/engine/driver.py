@@ -226,8 +226,12 @@ class Driver:
             self._trust_changed()
         return removed
 
-    def restore_ntas(self, ntas: list[NegativeAnchor]) -> None:
-        """Put back NTAs read from the state file at start-up (expired ones are dropped).
+    def restore_ntas(self, ntas: list[NegativeAnchor], save: bool = True) -> None:
+        """Put back NTAs read from the state file at start-up (expired ones are dropped)
+        and, if `save`, hand them to the store at once (the file then no longer holds the
+        dropped ones). save=False leaves the file to the next change: the file store asks
+        for it when the file holds entries it could not read and could not copy
+        (FileTrustStore.held), which the start-up save would overwrite for good.
 
         The file is held to the API's rules (a hand-edited one could otherwise turn
         validation off for years): the zone's when it was read (ntastore.nta_zone), the
@@ -245,7 +249,7 @@ class Driver:
             # A hand-edited list of questions is asked at every recheck: no more than
             # the driver itself keeps.
             self.trust.add_nta(replace(nta, questions=nta.questions[-RECHECK_QUESTIONS:]))
-        self._trust_changed()
+        self._trust_changed(save=save)
 
     def _held_to_time_rules(self, nta: NegativeAnchor, now: float
                             ) -> tuple[NegativeAnchor, list[str]]:
@@ -328,8 +332,9 @@ class Driver:
         if self.on_trust_change is not None:
             self.on_trust_change(self.trust.ntas())
 
-    def _trust_changed(self) -> None:
-        self._save_ntas()
+    def _trust_changed(self, save: bool = True) -> None:
+        if save:
+            self._save_ntas()
         for listener in list(self.trust_listeners):
             listener(self.trust.ntas())
 
