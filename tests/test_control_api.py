@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
+import os
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -436,6 +439,69 @@ def test_status_names_the_dropped_state_file_entries(world: World, tmp_path: Pat
             assert "entry 2 'a..b': zone 'a..b' is not a domain name" in problem, doc
             assert "anchord-nta.json.corrupt-" in problem
             assert "starting with the other 1" in problem
+        finally:
+            await control.close()
+
+    asyncio.run(main())
+
+
+def test_a_state_file_no_copy_can_be_made_of_is_left_as_it_is_until_a_change(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The copy fails as on a read-only file system: os.link raises EROFS (a patched
+    function fails for root too; folder permissions do not stop root). The original, with
+    the entry that cannot be read, must survive the start, the start-up save included
+    (restore_ntas saved at once and overwrote it); `nta add` through the API still saves,
+    rewriting the file (the copy is tried again first and fails again)."""
+    world.config.base_dir = str(tmp_path)
+    world.config.control.listen = "127.0.0.1:0"
+    now = world.clock.now()
+    path = tmp_path / "anchord-nta.json"
+    original = json.dumps({"version": 1, "ntas": [
+        {"zone": "bogus.de.", "reason": "r", "added_at": now, "expires_at": now + 60},
+        {"zone": "a..b", "reason": "r", "added_at": now, "expires_at": now + 60},
+    ]}).encode()
+    path.write_bytes(original)
+
+    def read_only(src: object, dst: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "link", read_only)
+
+    async def main() -> None:
+        with caplog.at_level(logging.WARNING, logger="anchord.control"):
+            control = await start_control(world.config, world.resolver)
+        assert control is not None and control.address is not None
+        try:
+            assert [n.zone.to_text() for n in world.resolver.trust.ntas()] == ["bogus.de."]
+            assert path.read_bytes() == original  # untouched, start-up save included
+            assert not list(tmp_path.glob("anchord-nta.json.corrupt-*"))
+            lines = [r.getMessage() for r in caplog.records]
+            assert len(lines) == 1, lines
+            assert "no copy could be kept (Read-only file system)" in lines[0]
+            assert "the file is left as it is" in lines[0]
+            assert "starting with the other 1" in lines[0]
+            token = (tmp_path / "anchord-control.token").read_text().strip()
+            async with aiohttp.ClientSession() as session:
+                api = Client(session, f"http://127.0.0.1:{control.address[1]}")
+                status, doc = await api.call("GET", "/v1/status", token=token)
+                assert "the file is left as it is" in doc["trust_store"]["problem"]
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="anchord.control"):
+                    status, doc = await api.call("POST", "/v1/nta", {"zone": "c1.de"},
+                                                 token=token)
+                assert status == 201 and doc["saved"] is True, doc
+                saved = json.loads(path.read_text())
+                assert [n["zone"] for n in saved["ntas"]] == ["bogus.de.", "c1.de."]
+                (line,) = [r.getMessage() for r in caplog.records]
+                assert "rewritten by the first save of the NTAs" in line
+                assert "still no copy could be kept (Read-only file system)" in line
+                status, doc = await api.call("GET", "/v1/status", token=token)
+                assert "rewritten by the first save of the NTAs" in doc["trust_store"]["problem"]
+                caplog.clear()
+                status, doc = await api.call("DELETE", "/v1/nta/c1.de", token=token)
+                assert status == 200 and doc["saved"] is True, doc
+                assert not caplog.records  # an ordinary save from then on
         finally:
             await control.close()
 

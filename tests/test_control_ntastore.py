@@ -14,6 +14,7 @@ import dns.rdatatype
 import pytest
 
 from anchord.control.ntastore import (
+    FUTURE_TOLERANCE,
     MAX_TIME,
     FileTrustStore,
     StateFileError,
@@ -23,6 +24,7 @@ from anchord.control.ntastore import (
     nta_from_json,
     nta_to_json,
     parse_lifetime,
+    time_in_future,
 )
 from anchord.core.outcome import Question
 from anchord.core.trustmap import NegativeAnchor
@@ -301,6 +303,81 @@ def test_without_hard_links_a_copy_is_kept(tmp_path: Path,
     assert FileTrustStore(path).load() == [GOOD]
 
 
+def _read_only(src: object, dst: object) -> None:
+    """os.link on a read-only file system. A patched function fails for root too (CI
+    runs as root, which folder permissions do not stop); EROFS is not one of the errors
+    set_aside answers with a plain copy, so no copy is made at all."""
+    raise OSError(errno.EROFS, "Read-only file system", str(src), None, str(dst))
+
+
+@pytest.mark.parametrize("content", [None, b"{not json"])
+def test_without_a_copy_the_file_is_left_as_it_is(tmp_path: Path, content: bytes | None,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "nta.json"
+    if content is None:
+        content = _file(path, _entry(zone="a..b"), nta_to_json(GOOD))
+    else:
+        path.write_bytes(content)
+    monkeypatch.setattr(os, "link", _read_only)
+    store = FileTrustStore(path, clock=lambda: T0)
+    with caplog.at_level(logging.WARNING, logger="anchord.control"):
+        ntas = store.load()
+    assert ntas == ([GOOD] if content.startswith(b'{"') else [])  # in force from memory
+    assert path.read_bytes() == content and store.held
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nta.json"]  # no copy, no temp
+    assert [r.getMessage() for r in caplog.records] == [store.problem]  # one line
+    assert "no copy could be kept (Read-only file system), so the file is left as it is, " \
+        f"not rewritten with the {len(ntas)} NTA(s) read" in store.problem
+    assert FileTrustStore(path).load() == ntas  # the next start reads the same
+
+
+def test_the_first_change_copies_the_file_it_left_as_it_is_then_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The folder mended after the start-up line: the first save makes the copy the start
+    could not, then writes; later saves are ordinary ones."""
+    path = tmp_path / "nta.json"
+    content = _file(path, _entry(zone="a..b"), nta_to_json(GOOD))
+    monkeypatch.setattr(os, "link", _read_only)
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD]
+    monkeypatch.undo()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anchord.control"):
+        store.save([GOOD, _nta("c1.de.")])
+    aside = tmp_path / "nta.json.corrupt-20260424T030640Z"
+    assert aside.read_bytes() == content
+    assert FileTrustStore(path).load() == [GOOD, _nta("c1.de.")]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert f"a copy of what it held is kept as {aside}" in line and line in store.problem
+    assert not store.held
+    caplog.clear()
+    store.save([GOOD])
+    assert not caplog.records and list(tmp_path.glob("nta.json.corrupt-*")) == [aside]
+
+
+def test_a_failed_first_write_leaves_the_file_held_for_the_next_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "nta.json"
+    content = _file(path, _entry(zone="a..b"), nta_to_json(GOOD))
+    monkeypatch.setattr(os, "link", _read_only)
+    store = FileTrustStore(path, clock=lambda: T0)
+    assert store.load() == [GOOD]
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("anchord.control.ntastore.write_atomically", full)
+    with pytest.raises(OSError, match="No space left"):
+        store.save([GOOD])
+    assert path.read_bytes() == content and store.held
+    monkeypatch.undo()
+    store.save([GOOD])  # the copy now works: made, then written
+    assert (tmp_path / "nta.json.corrupt-20260424T030640Z").read_bytes() == content
+    assert FileTrustStore(path).load() == [GOOD] and not store.held
+
+
 @pytest.mark.parametrize("fields, words", [
     ({"reason": "a\ud800b"}, "'reason'"),  # UnicodeEncodeError writing every EDE 33 text
     ({"reason": "a\nb"}, "'reason' must be one line of printable"),
@@ -414,3 +491,13 @@ def test_every_dropped_entry_reaches_the_log(tmp_path: Path,
     text = caplog.text
     for i in range(8):  # five in the summary line, three on their own
         assert f"'c{i}.de.': 'recheck' is not true or false" in text, i
+
+
+def test_a_time_in_the_future_is_named_past_the_tolerance_and_bounded() -> None:
+    assert time_in_future("added_at", T0 + FUTURE_TOLERANCE, T0) is None  # a clock ahead
+    assert time_in_future("added_at", T0 - 86400, T0) is None
+    text = time_in_future("added_at", T0 + 3600, T0)
+    assert text is not None and text.startswith(f"'added_at' is {T0 + 3600!r} (")
+    assert "1h in the future" in text and text.endswith("taken as now")
+    far = time_in_future("last_recheck_at", float(MAX_TIME), T0)
+    assert far is not None and "9999-12-31T23:59:59Z" in far and "over 3650d" in far

@@ -362,3 +362,35 @@ def test_the_redis_entries_meet_the_state_files_rules(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "'www.bogus.de. A' is not in c1.de." in text
     assert "are for the same zone" in text
+
+
+def test_an_nta_added_in_the_future_is_taken_as_now_and_written_back_once(
+        server: RedisServer, make_world: Callable[..., World], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An entry written by an instance (or a tool) whose clock was ahead: kept, its
+    added_at taken as now by the state file's rule, and what is in force written back to
+    Redis, so later syncs find nothing to change (no warning per poll, no flush)."""
+    a = make_world()
+
+    async def main() -> None:
+        now = a.clock.now()
+        entry = {"zone": "bogus.de.", "reason": "clock ahead", "added_at": now + 3600,
+                 "expires_at": now + 7200, "recheck": False, "last_recheck_at": None,
+                 "last_recheck_result": "", "questions": []}
+        _hand_write(server, "bogus.de.", json.dumps(entry))
+        with caplog.at_level(logging.WARNING):
+            sa = await _join(a, _store(server, tmp_path / "a.json", "a"))
+            try:
+                (nta,) = a.resolver.trust.ntas()
+                assert (nta.added_at, nta.expires_at) == (now, now + 7200)
+                await _until(lambda: json.loads(server.client().hget("t:ntas", "bogus.de.")
+                                                or "{}").get("added_at") == now, 2.0,
+                             "added_at taken as now written back to Redis")
+                await asyncio.sleep(1.2)  # two polls
+            finally:
+                await sa.close()
+        lines = [r.getMessage() for r in caplog.records if "in the future" in r.getMessage()]
+        assert len(lines) == 1 and "bogus.de. from the fleet" in lines[0], lines
+        assert f"'added_at' is {now + 3600!r}" in lines[0]
+
+    asyncio.run(main())

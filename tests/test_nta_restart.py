@@ -168,6 +168,79 @@ def test_a_fleet_nta_past_max_lifetime_is_cut_the_same_way_at_every_sync(
     assert len(cut) == 1 and "nta.max_lifetime = 604800" in cut[0].getMessage()
 
 
+def test_a_time_in_the_future_is_taken_as_now_and_the_nta_kept(
+        make_world: Callable[..., World], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A state file written by a clock that was ahead (or read by one stepped back): the
+    NTA stays, its added_at and last recheck are taken as now, one warning names the zone
+    and the stored value. Kept as it was, the first recheck waited for that future time,
+    so a zone fixed meanwhile stayed under the NTA for its whole life."""
+    w = make_world()
+    now = w.clock.now()
+    path = tmp_path / "nta.json"
+    ahead = now + 3600
+    path.write_text(json.dumps({"version": 1, "ntas": [
+        {"zone": "bogus.de.", "reason": "r", "added_at": ahead, "expires_at": now + 7200,
+         "last_recheck_at": ahead, "questions": ["www.bogus.de. A"]},
+        # Within the tolerance (FUTURE_TOLERANCE): an instance a little ahead, as it is.
+        {"zone": "near.de.", "reason": "", "added_at": now + 200, "expires_at": now + 600,
+         "recheck": False},
+        # Taken as now, then cut to nta.max_lifetime from now: one line with both.
+        {"zone": "long.de.", "reason": "", "added_at": now + 6 * 86400,
+         "expires_at": now + 13 * 86400, "recheck": False},
+    ]}))
+    with caplog.at_level(logging.WARNING):
+        w2 = restart(make_world, path, now)
+    ntas = {n.zone.to_text(): n for n in w2.resolver.trust.ntas()}
+    assert sorted(ntas) == ["bogus.de.", "long.de.", "near.de."]
+    assert (ntas["bogus.de."].added_at, ntas["bogus.de."].last_recheck_at) == (now, now)
+    assert ntas["bogus.de."].expires_at == now + 7200  # the end is left as it was
+    assert ntas["near.de."].added_at == now + 200
+    assert ntas["long.de."].added_at == now
+    assert ntas["long.de."].expires_at == now + w2.config.nta.max_lifetime
+    lines = [r for r in caplog.records if "in the future" in r.getMessage()]
+    assert len(lines) == 2 and all(r.levelno == logging.WARNING for r in lines)
+    bogus, long = sorted(lines, key=lambda r: r.getMessage())
+    assert "NTA for bogus.de. in the state file" in bogus.getMessage()
+    assert f"'added_at' is {ahead!r}" in bogus.getMessage()
+    assert f"'last_recheck_at' is {ahead!r}" in bogus.getMessage()
+    assert "taken as now" in bogus.getMessage()
+    assert "long.de." in long.getMessage() and "nta.max_lifetime" in long.getMessage()
+    assert not any("near.de." in r.getMessage() for r in caplog.records)
+    # Not a bad entry: no copy set aside; the start-up save writes the times taken.
+    assert not list(tmp_path.glob("nta.json.corrupt-*"))
+    saved = {n["zone"]: n for n in json.loads(path.read_text())["ntas"]}
+    assert saved["bogus.de."]["added_at"] == now
+    # The recheck is due recheck_interval after now, not after the stored time.
+    w2.clock.advance(w2.config.nta.recheck_interval + 1)
+    asyncio.run(w2.resolver.maintain_ntas())
+    rechecked = w2.resolver.trust.nta(BOGUS_ZONE)
+    assert rechecked is not None and rechecked.last_recheck_result.startswith("bogus")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        restart(make_world, path, w2.clock.now())  # the next start: nothing to say
+    assert not any("in the future" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fleet_nta_added_in_the_future_is_taken_as_now_by_the_same_rule(
+        make_world: Callable[..., World], caplog: pytest.LogCaptureFixture) -> None:
+    """The fleet store's NTAs meet the same rule (Driver._held_to_time_rules, one for
+    both); what is in force is pushed back to Redis, after which nothing changes."""
+    w = make_world()
+    now = w.clock.now()
+    fleet = [NegativeAnchor(BOGUS_ZONE, "clock ahead", now + 3600, now + 7200, False)]
+    with caplog.at_level(logging.WARNING):
+        assert w.resolver.replace_ntas(fleet)
+        (nta,) = w.resolver.trust.ntas()
+        assert (nta.added_at, nta.expires_at) == (now, now + 7200)
+        pushed_back = w.resolver.trust.ntas()  # what the store writes to Redis
+        w.clock.advance(30)
+        assert not w.resolver.replace_ntas(pushed_back)
+    lines = [r.getMessage() for r in caplog.records if "bogus.de." in r.getMessage()]
+    assert len(lines) == 1 and "from the fleet" in lines[0], lines
+    assert f"'added_at' is {now + 3600!r}" in lines[0]
+
+
 def test_a_bad_number_beside_a_dropped_root_nta_neither_stops_start_nor_loses_the_rest(
         make_world: Callable[..., World], tmp_path: Path) -> None:
     """The trial's file: a root NTA (dropped, so the file was set aside) and an endless

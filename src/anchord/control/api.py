@@ -481,9 +481,12 @@ async def start_control(config: Config, driver: object) -> Control | None:
         return None
     store = FileTrustStore(config.path(config.nta.state_file))
     control = Control(config, driver, store)
-    # Set before restoring: restore_ntas saves once, dropping NTAs that ended while down.
+    # Set before restoring: restore_ntas saves once, dropping NTAs that ended while down;
+    # not over a file that holds entries no copy of could be kept (store.held): that one
+    # is left as it is until the NTAs are next saved (FileTrustStore.save).
     driver.on_trust_change = control.persist
-    driver.restore_ntas(store.load())
+    ntas = store.load()
+    driver.restore_ntas(ntas, save=not store.held)
     restored = len(driver.trust.ntas())
     if restored:
         log.info("restored %d NTA(s) from %s", restored, store.path)

@@ -13,7 +13,9 @@ A state file that cannot be read at start-up does not stop the resolver: refusin
 start would turn one lost NTA into an outage for every name. A copy is kept as
 `<name>.corrupt-<UTC time>` (for the operator; a copy kept earlier is never overwritten),
 the file is then rewritten with the entries that could be read (in that order: never a
-moment without either), and a one-line error naming both files is logged. If the file is JSON of the
+moment without either), and a one-line error naming both files is logged. If no copy can
+be made, the file is left as it is (the line says so and why) until the NTAs are next
+saved, which tries the copy again and then writes all the same. If the file is JSON of the
 right shape, only the entries that cannot be read are dropped (the line names each and
 why): one bad entry must not cost the operator every other NTA. Otherwise (not JSON, wrong
 shape or version) the resolver starts with no NTAs. `problem` keeps that line so the
@@ -134,6 +136,36 @@ def lifetime_over_max(seconds: float, max_lifetime: int) -> str | None:
         f"over {format_duration(_MAX_LIFETIME)}"
     return (f"lifetime {shown} is longer than the maximum, "
             f"{format_duration(max_lifetime)} (nta.max_lifetime = {max_lifetime})")
+
+
+# How far in the future a time that records the past (when an NTA was added, when it was
+# last rechecked) may lie before it is taken for a clock that was ahead when the time was
+# written, or has been stepped back since. Five minutes: more than NTP leaves between the
+# hosts of a fleet, less than any lifetime worth an NTA. Not dnssec.clock_skew: that widens
+# signature windows, is 0 unless set, and at 0 would flag an NTA added on an instance
+# whose clock runs a second ahead.
+FUTURE_TOLERANCE = 300
+
+
+def time_in_future(key: str, value: float, now: float) -> str | None:
+    """The one rule on times that record the past (`added_at`, `last_recheck_at`), for the
+    state file and the fleet store alike (Driver applies it where the time is): why
+    `value` cannot be taken as it is, or None if it is at most FUTURE_TOLERANCE ahead.
+
+    Such a time is a wrong clock, not a bad entry: the NTA is kept, with the time taken
+    as now (the caller's part). Dropping it, as a time outside 1970..9999 is dropped,
+    would make an operator's NTA vanish with a clock step; keeping the time would put off
+    its first recheck (due recheck_interval after it) until that moment, so the NTA would
+    outstay a fixed zone, and show an NTA added in the future."""
+    if value <= now + FUTURE_TOLERANCE:
+        return None
+    # Bounded like lifetime_over_max: a time in the year 9999 is not read in days.
+    ahead = value - now
+    shown = format_duration(ahead) if ahead <= _MAX_LIFETIME else \
+        f"over {format_duration(_MAX_LIFETIME)}"
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+    return (f"'{key}' is {short_repr(value)} ({when}), {shown} in the future (more than "
+            f"{FUTURE_TOLERANCE} s: a clock stepped back?); taken as now")
 
 
 def nta_reason(value: Any) -> str:
@@ -527,6 +559,11 @@ class FileTrustStore:
         self.path = Path(path)
         self.clock = clock  # wall time, for the name of a set-aside copy
         self.problem = ""  # the start-up error line, if the file had to be set aside
+        # The file holds entries that could not be read and no copy of them could be
+        # kept: load leaves it as it is, `anchord serve` restores without the start-up
+        # save (Driver.restore_ntas(save=False)), and save tries the copy once more
+        # before the first save since the start rewrites it.
+        self.held = False
 
     def load(self) -> list[NegativeAnchor]:
         try:
@@ -554,11 +591,19 @@ class FileTrustStore:
                 "`anchord nta add`"
         # The copy first, then the kept NTAs over the original: never a moment (a crash
         # in restore_ntas, a kill) where neither the original nor the kept NTAs are on
-        # disk. Without a copy the original is not replaced here either.
+        # disk.
         try:
             aside = set_aside(self.path, self.clock())
         except OSError as copy_error:
-            kept = f"no copy could be kept: {copy_error.strerror or copy_error}"
+            # Without a copy, rewriting the file would lose for good the entries that could
+            # not be read, which the operator may still mend by hand: it is left as it is
+            # and the NTAs read are in force from memory. Only the next save rewrites it
+            # (an NTA change, an expiry, a recheck), as it must: an NTA change that could
+            # never be saved would be worse.
+            self.held = True
+            kept = (f"no copy could be kept ({copy_error.strerror or copy_error}), so the "
+                    f"file is left as it is, not rewritten with the {len(ntas)} NTA(s) read, "
+                    "until the next save of the NTAs rewrites it")
         else:
             kept = f"a copy is kept as {aside}"
             try:
@@ -572,7 +617,35 @@ class FileTrustStore:
         return ntas
 
     def save(self, ntas: list[NegativeAnchor]) -> None:
-        write_atomically(self.path, encode(ntas))
+        if not self.held:
+            write_atomically(self.path, encode(ntas))
+            return
+        # The first save since a start that could not copy the file: the copy again
+        # first (the folder may have been mended since the start-up line), then the
+        # NTAs are written whether or not it could be made.
+        try:
+            aside = set_aside(self.path, self.clock())
+        except OSError as copy_error:
+            why = copy_error.strerror or str(copy_error)
+        else:
+            self.held = False  # the original is safe: from now on an ordinary save
+            self._after_start(logging.WARNING, f"a copy of what it held is kept as {aside} "
+                              "before the first save of the NTAs since the start rewrites "
+                              "it")
+            write_atomically(self.path, encode(ntas))
+            return
+        write_atomically(self.path, encode(ntas))  # OSError: still held, next save again
+        self.held = False
+        self._after_start(logging.ERROR, f"rewritten by the first save of the NTAs since the "
+                          f"start; still no copy could be kept ({why}): the entries that "
+                          "could not be read are no longer in it")
+
+    def _after_start(self, level: int, what: str) -> None:
+        """What became of a file the start left as it is: logged, and added to the
+        start-up line (status shows it), which no longer says all."""
+        line = f"NTA state file {self.path}: {what}"
+        self.problem = f"{self.problem}; since then {line}" if self.problem else line
+        log.log(level, "%s", line)
 
 
 __all__ = ["parse_lifetime", "short_repr", "format_duration", "lifetime_over_max",
@@ -581,4 +654,4 @@ __all__ = ["parse_lifetime", "short_repr", "format_duration", "lifetime_over_max
            "decode", "decode_lenient", "decode_entries", "set_aside", "summarize_dropped",
            "log_dropped",
            "nta_reason", "MAX_REASON", "MAX_TIME", "TrustStoreError", "load_json",
-           "too_deep"]
+           "too_deep", "FUTURE_TOLERANCE", "time_in_future"]

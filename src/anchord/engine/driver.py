@@ -18,7 +18,7 @@ import dns.name
 import dns.rcode
 
 from anchord.control.config import Config
-from anchord.control.ntastore import lifetime_over_max
+from anchord.control.ntastore import lifetime_over_max, time_in_future
 from anchord.core.cache import EntryState
 from anchord.core.outcome import Ede, EdeCode, Outcome, Question, Security
 from anchord.core.ports import Clock, Transport
@@ -226,39 +226,62 @@ class Driver:
             self._trust_changed()
         return removed
 
-    def restore_ntas(self, ntas: list[NegativeAnchor]) -> None:
-        """Put back NTAs read from the state file at start-up (expired ones are dropped).
+    def restore_ntas(self, ntas: list[NegativeAnchor], save: bool = True) -> None:
+        """Put back NTAs read from the state file at start-up (expired ones are dropped)
+        and, if `save`, hand them to the store at once (the file then no longer holds the
+        dropped ones). save=False leaves the file to the next change: the file store asks
+        for it when the file holds entries it could not read and could not copy
+        (FileTrustStore.held), which the start-up save would overwrite for good.
 
         The file is held to the API's rules (a hand-edited one could otherwise turn
         validation off for years): the zone's when it was read (ntastore.nta_zone), the
-        lifetime's here, where the time is: an NTA ending more than nta.max_lifetime
-        after it was added is cut to that, with a warning (_held_to_max_lifetime)."""
+        times' here, where the time is: an NTA ending more than nta.max_lifetime after it
+        was added is cut to that, and a time in the future where the past is recorded is
+        taken as now, each with a warning (_held_to_time_rules)."""
         now = self.clock.now()
         for nta in ntas:
-            nta, too_long = self._held_to_max_lifetime(nta, now)
+            nta, notes = self._held_to_time_rules(nta, now)
             if nta.expires_at <= now:
                 continue
-            if too_long is not None:
+            if notes:
                 log.warning("NTA for %s in the state file: %s; it now ends at %s", nta.zone,
-                            too_long, utc_iso(nta.expires_at))
+                            "; ".join(notes), utc_iso(nta.expires_at))
             # A hand-edited list of questions is asked at every recheck: no more than
             # the driver itself keeps.
             self.trust.add_nta(replace(nta, questions=nta.questions[-RECHECK_QUESTIONS:]))
-        self._trust_changed()
+        self._trust_changed(save=save)
 
-    def _held_to_max_lifetime(self, nta: NegativeAnchor, now: float
-                              ) -> tuple[NegativeAnchor, str | None]:
-        """`nta` ending no later than nta.max_lifetime after it was added (or after now,
-        for an added_at in the future), and why it was cut, if it was.
+    def _held_to_time_rules(self, nta: NegativeAnchor, now: float
+                            ) -> tuple[NegativeAnchor, list[str]]:
+        """`nta` as the state file's and the fleet store's time rules allow (one function
+        for both), and a sentence for each rule it broke:
 
-        Counted from added_at, not from now, so the fleet's copy of an NTA cut here is
-        cut to the same end at every sync (no change, no cache flush, no new warning)."""
+        - `added_at` or `last_recheck_at` more than FUTURE_TOLERANCE in the future is
+          taken as now (ntastore.time_in_future says why kept, not dropped). The end is
+          left as it is: it may be right (the clock now behind, not the file ahead), and
+          the rule below bounds it all the same. Once saved (restore_ntas saves, the fleet
+          pushes what is in force) the time is in the past and the rule is quiet.
+        - the end no later than nta.max_lifetime after added_at (or after now, for an
+          added_at within the tolerance ahead). Counted from added_at, not from now, so
+          the fleet's copy of an NTA cut here is cut to the same end at every sync (no
+          change, no cache flush, no new warning)."""
+        notes = []
+        ahead = time_in_future("added_at", nta.added_at, now)
+        if ahead is not None:
+            notes.append(ahead)
+            nta = replace(nta, added_at=now)
+        if nta.last_recheck_at is not None:
+            ahead = time_in_future("last_recheck_at", nta.last_recheck_at, now)
+            if ahead is not None:
+                notes.append(ahead)
+                nta = replace(nta, last_recheck_at=now)
         start = min(nta.added_at, now)
         max_lifetime = self.config.nta.max_lifetime
         too_long = lifetime_over_max(nta.expires_at - start, max_lifetime)
-        if too_long is None:
-            return nta, None
-        return replace(nta, expires_at=start + max_lifetime), too_long
+        if too_long is not None:
+            notes.append(too_long)
+            nta = replace(nta, expires_at=start + max_lifetime)
+        return nta, notes
 
     def replace_ntas(self, ntas: list[NegativeAnchor]) -> bool:
         """Make the NTAs exactly `ntas` (expired ones dropped): the fleet store's way in.
@@ -272,13 +295,13 @@ class Driver:
         current = {n.zone: n for n in self.trust.ntas()}
         wanted: dict[dns.name.Name, NegativeAnchor] = {}
         for nta in ntas:
-            nta, too_long = self._held_to_max_lifetime(nta, now)
+            nta, notes = self._held_to_time_rules(nta, now)
             if nta.expires_at <= now:
                 continue
             wanted[nta.zone] = nta
-            if too_long is not None and current.get(nta.zone) != nta:
+            if notes and current.get(nta.zone) != nta:
                 log.warning("NTA for %s from the fleet: %s; here it ends at %s", nta.zone,
-                            too_long, utc_iso(nta.expires_at))
+                            "; ".join(notes), utc_iso(nta.expires_at))
         changed = False
         for zone in current.keys() - wanted.keys():
             self.trust.remove_nta(zone)
@@ -309,8 +332,9 @@ class Driver:
         if self.on_trust_change is not None:
             self.on_trust_change(self.trust.ntas())
 
-    def _trust_changed(self) -> None:
-        self._save_ntas()
+    def _trust_changed(self, save: bool = True) -> None:
+        if save:
+            self._save_ntas()
         for listener in list(self.trust_listeners):
             listener(self.trust.ntas())
 
