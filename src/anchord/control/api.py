@@ -7,6 +7,7 @@ Endpoints (every one but /metrics needs `Authorization: Bearer <token>`):
     POST   /v1/nta             {"zone", "lifetime", "reason", "recheck"} -> add (or replace)
     DELETE /v1/nta/<zone>      remove; 404 if there is none
     POST   /v1/cache/flush     {"zone"} -> forget cached answers at and below the zone
+                               (the count is of all workers that report within 1 s)
     GET    /metrics            Prometheus text format
     GET    /, /dashboard       read-only HTML page (dashboard.py); token as for /metrics
 
@@ -203,6 +204,9 @@ class Control:
         self.registry = make_registry(self.collector)
         self.collector.driver = driver
         self.frontend: Any = None
+        # With server.workers > 1 (worker 0 only): what the other workers removed for the
+        # forget just sent them, and how many said so (workers.Hub.forgotten).
+        self.others_forgotten: Callable[[], Awaitable[tuple[int, int]]] | None = None
         self.save_error = ""
         # A file that could not be written loses the change at a restart; the fleet
         # store kept it in its cache file, only the other instances do not have it.
@@ -448,12 +452,18 @@ class Control:
         answers = self.driver.core.answers
         before = len(answers)
         self.driver.core.forget_below(zone)
-        log.info("cache flushed at and below %s (operator)", zone)
-        # With server.workers > 1 the others flush their own caches from the pipe
-        # (frontend/workers.py), which carries no answer back: the count is this
-        # process's, and `workers` says how many caches were flushed in all.
-        return _json({"zone": zone.to_text(), "answers_removed": before - len(answers),
-                      "workers": self.config.server.workers})
+        removed, reported = before - len(answers), 1
+        if self.others_forgotten is not None:
+            # The other workers flush their own caches from the pipe and send back what
+            # they removed (frontend/workers.py); one that does not within a second is
+            # left out of the sum, and `workers_reported` says so.
+            others, count = await self.others_forgotten()
+            removed += others
+            reported += count
+        log.info("cache flushed at and below %s (operator): %d answer(s) removed",
+                 zone, removed)
+        return _json({"zone": zone.to_text(), "answers_removed": removed,
+                      "workers": self.config.server.workers, "workers_reported": reported})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         resp = web.Response(body=render(self.registry))
