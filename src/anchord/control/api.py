@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, LineTooLong
 
 from anchord import __version__
 from anchord.control import dashboard
@@ -90,6 +90,38 @@ _FLUSH_KEYS = ("zone",)
 # An NTA change that is in force but could not be written to the trust store: the
 # request half failed (it will not survive a restart), so not a 2xx.
 _NOT_SAVED = 500
+
+
+class _ClientErrorLine(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line or header over its limit,
+    a malformed header) with its own 400, and logs it at ERROR with its parser's traceback.
+    The mistake is the client's: this filter on the API's server logger (the AppRunner's
+    documented `logger`) replaces such a record with one line, the client and the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, BadHttpMessage):
+            return True  # anything else aiohttp logs stays as it is
+        # aiohttp's record is "Error handling request from %s", request.remote.
+        args = record.args if isinstance(record.args, tuple) else ()
+        client = str(args[0]) if args else "a client"
+        log.log(min(record.levelno, logging.WARNING),
+                "control API: bad request from %s refused with %d: %s",
+                client, exc.code, _bad_request_reason(exc))
+        return False
+
+
+def _bad_request_reason(exc: BadHttpMessage) -> str:
+    if isinstance(exc, LineTooLong) and len(exc.args) > 1:
+        # Its message quotes the first 100 bytes of the line: the limit says enough.
+        return f"a request line or header over {exc.args[1]} bytes"
+    text = " ".join(str(exc.message).split())  # one line, whatever the client sent
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+# aiohttp's messages about the API's connections (see _ClientErrorLine).
+_http_log = logging.getLogger("anchord.control.http")
+_http_log.addFilter(_ClientErrorLine())
 
 
 class ControlError(Exception):
@@ -261,11 +293,12 @@ class Control:
         # aiohttp answers a request line over max_line_size (8190 bytes) with its own
         # text/plain 400, before any middleware could make it JSON. Raised to the body's
         # limit, a mistyped or pasted long /v1/nta/<zone> reaches the handler and gets
-        # the API's JSON error; only a request line past 64 KiB gets aiohttp's.
+        # the API's JSON error; only a request line past 64 KiB gets aiohttp's (and one
+        # line in the log, _ClientErrorLine, not a traceback).
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                keepalive_timeout=self.read_timeout,
                                lingering_time=min(LINGER, self.read_timeout),
-                               max_line_size=_MAX_BODY)
+                               max_line_size=_MAX_BODY, logger=_http_log)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_address=True).start()
