@@ -648,3 +648,31 @@ def test_a_body_that_does_not_match_its_content_encoding_is_a_400(
     with caplog.at_level("DEBUG", logger="anchord.control"):
         run_api(world, tmp_path, body)
     assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize(("request_head", "reason"), [
+    (b"GET /v1/nta/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+     "a request line or header over 65536 bytes"),
+    (b"GET /v1/nta HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * 9_000 + b"\r\n\r\n",
+     "a request line or header over 8190 bytes"),
+    (b"GET /v1/nta HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", "header"),
+], ids=["request-line", "header", "malformed"])
+def test_a_request_past_the_http_limits_is_a_400_and_one_log_line(
+        world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        request_head: bytes, reason: str) -> None:
+    """aiohttp answers these itself, and logged each with a full traceback (LineTooLong):
+    a client's mistake, so one line with its address and the reason."""
+    async def body(control: Control, api: Client) -> None:
+        assert control.address is not None
+        reply, _, _ = await _timed_exchange(control.address, request_head)
+        assert reply.split(b"\r\n")[0].endswith(b" 400 Bad Request"), reply[:200]
+        status, _ = await api.call("GET", "/v1/nta")  # the API still answers
+        assert status == 200
+
+    with caplog.at_level("DEBUG"):
+        run_api(world, tmp_path, body)
+    assert "Traceback" not in caplog.text, caplog.text
+    lines = [r for r in caplog.records if "127.0.0.1" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None, caplog.text
+    assert reason in lines[0].getMessage(), lines[0].getMessage()
+    assert lines[0].levelno <= logging.WARNING

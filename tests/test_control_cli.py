@@ -247,10 +247,16 @@ def test_nta_add_refuses_bad_input_in_one_line(testbed: Testbed, args: tuple[str
 
 
 def test_cache_flush_says_whose_answers_it_counted() -> None:
-    """With workers = 2 it said '1 cached answer(s) removed' after each worker had
-    removed one: only worker 0 counts (the other workers do not report back)."""
-    one = {"zone": "de.", "answers_removed": 1, "workers": 1}
+    """With workers = 2 the count is the sum of both caches; a worker that did not report
+    in time is named as missing, not silently left out."""
+    one = {"zone": "de.", "answers_removed": 1, "workers": 1, "workers_reported": 1}
     assert flush_summary(one) == "flushed de.: 1 cached answer(s) removed"
-    two = {**one, "workers": 2}
-    assert flush_summary(two) == ("flushed de.: 1 cached answer(s) removed by worker 0; the "
-                                  "other 1 worker(s) flushed their own caches (not counted)")
+    two = {**one, "answers_removed": 2, "workers": 2, "workers_reported": 2}
+    assert flush_summary(two) == "flushed de.: 2 cached answer(s) removed across 2 workers"
+    late = {**two, "answers_removed": 1, "workers_reported": 1}
+    assert flush_summary(late) == ("flushed de.: 1 cached answer(s) removed; only 1 of 2 "
+                                   "workers reported a count (the others' removals are not "
+                                   "included)")
+    # A resolver from before workers_reported counted worker 0 only.
+    old = {"zone": "de.", "answers_removed": 1, "workers": 2}
+    assert flush_summary(old) == flush_summary(late)

@@ -123,6 +123,61 @@ def test_nta_and_flush_reach_every_worker_within_100ms(tmp_path: Path) -> None:
     assert "worker" not in log or "ended" not in log, log
 
 
+def _cache_answers_settled(control_port: int, token: str) -> int:
+    """/v1/status's cached answers of all workers once two reads a snapshot round
+    apart agree (each worker reports its cache size every REPORT_INTERVAL)."""
+    from anchord.frontend.workers import REPORT_INTERVAL
+
+    last = -1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(2 * REPORT_INTERVAL)
+        now = int(_api_get(control_port, token, "/v1/status")["cache"]["answers"])
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the cached answers in /v1/status do not settle")
+
+
+def _worker_pids(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_flush_counts_the_answers_of_every_worker(tmp_path: Path) -> None:
+    """Each worker caches the same answers (the kernel spreads the client sockets over
+    both), so a flush removes them twice; it reported worker 0's half only. A worker that
+    does not answer within a second is left out and named, not waited for."""
+    import os
+    import signal
+
+    with _two_workers(tmp_path) as w:
+        for name in ("www.c1.de.", "www.c2.de.", "www.c3.de."):
+            assert all(r.rcode() == 0 for r in _ask(w.socks, w.resolver.port, name))
+        cached = _cache_answers_settled(w.control_port, w.token)
+        flushed = _api(w.control_port, w.token, "POST", "/v1/cache/flush", {"zone": "de."})
+        assert isinstance(flushed, dict)
+        left = _cache_answers_settled(w.control_port, w.token)
+        assert flushed["answers_removed"] == cached - left, (flushed, cached, left)
+        assert flushed["workers"] == 2 and flushed["workers_reported"] == 2, flushed
+        # A worker that is stuck (stopped here) is not waited for beyond FLUSH_WAIT.
+        for _ in range(2):
+            _ask(w.socks, w.resolver.port, "www.c1.de.")
+        [other] = _worker_pids(w.resolver.proc.popen.pid)
+        os.kill(other, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            late = _api(w.control_port, w.token, "POST", "/v1/cache/flush", {"zone": "."})
+            took = time.monotonic() - started
+        finally:
+            os.kill(other, signal.SIGCONT)
+        assert isinstance(late, dict)
+        assert late["workers"] == 2 and late["workers_reported"] == 1, late
+        assert late["answers_removed"] >= 1 and 0.9 < took < 3, (late, took)
+    served = [int(n) for n in re.findall(r"served (\d+) queries", w.resolver.log)]
+    assert len(served) == 2 and all(served), w.resolver.log  # each worker had some
+    assert "did not report their count within 1 s" in w.resolver.log, w.resolver.log
+
+
 def _queries_metric(control_port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{control_port}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -185,3 +240,46 @@ def test_apply_ntas_makes_the_set_exact(world: object, ntas: list[str]) -> None:
     assert [n.zone.to_text() for n in driver.trust.ntas()] == ntas
     assert all(not n.recheck for n in driver.trust.ntas())
     assert sorted(forgotten) == sorted(["old.de.", *ntas])
+
+
+def test_hub_sums_the_forget_answers_and_does_not_wait_for_a_gone_worker() -> None:
+    """Hub.forgotten: one worker answers its count, one closes its pipe (it ended), one
+    says nothing: the sum of the one that answered, after the timeout, not before."""
+    import asyncio
+    import os
+
+    import dns.name
+
+    from anchord.frontend.workers import Hub, _forgot_message
+
+    async def main() -> None:
+        pipes = {pid: (os.pipe(), os.pipe()) for pid in (101, 102, 103)}
+        hub = Hub({pid: trust[1] for pid, (trust, _) in pipes.items()},
+                  {pid: report[0] for pid, (_, report) in pipes.items()})
+        hub.follow_reports()
+        hub._forget(dns.name.from_text("de."))
+        line = json.loads(os.read(pipes[101][0][0], 4096))
+        assert line == {"forget": "de.", "id": hub.forget_number}
+        os.write(pipes[101][1][1], _forgot_message(line["id"], 7))
+        os.write(pipes[101][1][1], _forgot_message(line["id"] - 1, 50))  # an older forget
+        os.close(pipes[102][1][1])
+        started = time.monotonic()
+        assert await hub.forgotten(timeout=0.3) == (7, 1)
+        assert 0.25 < time.monotonic() - started < 1  # 103 was waited for, no longer
+        # Without the silent one, the answer comes as soon as the last count is in.
+        del hub.fds[103]
+        hub._forget(dns.name.from_text("."))
+        os.write(pipes[101][1][1], _forgot_message(hub.forget_number, 2))
+        started = time.monotonic()
+        assert await hub.forgotten(timeout=5) == (2, 1)
+        assert time.monotonic() - started < 1
+        # Not hub.stop_all: it would signal the made-up pids.
+        for fd in [*hub.reports.values(), *hub.fds.values(), pipes[103][0][1]]:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+        for pid, (trust, report) in pipes.items():
+            os.close(trust[0])
+            if pid != 102:  # closed above
+                os.close(report[1])
+
+    asyncio.run(main())

@@ -7,6 +7,7 @@ Endpoints (every one but /metrics needs `Authorization: Bearer <token>`):
     POST   /v1/nta             {"zone", "lifetime", "reason", "recheck"} -> add (or replace)
     DELETE /v1/nta/<zone>      remove; 404 if there is none
     POST   /v1/cache/flush     {"zone"} -> forget cached answers at and below the zone
+                               (the count is of all workers that report within 1 s)
     GET    /metrics            Prometheus text format
     GET    /, /dashboard       read-only HTML page (dashboard.py); token as for /metrics
 
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, LineTooLong
 
 from anchord import __version__
 from anchord.control import dashboard
@@ -89,6 +90,38 @@ _FLUSH_KEYS = ("zone",)
 # An NTA change that is in force but could not be written to the trust store: the
 # request half failed (it will not survive a restart), so not a 2xx.
 _NOT_SAVED = 500
+
+
+class _ClientErrorLine(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line or header over its limit,
+    a malformed header) with its own 400, and logs it at ERROR with its parser's traceback.
+    The mistake is the client's: this filter on the API's server logger (the AppRunner's
+    documented `logger`) replaces such a record with one line, the client and the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, BadHttpMessage):
+            return True  # anything else aiohttp logs stays as it is
+        # aiohttp's record is "Error handling request from %s", request.remote.
+        args = record.args if isinstance(record.args, tuple) else ()
+        client = str(args[0]) if args else "a client"
+        log.log(min(record.levelno, logging.WARNING),
+                "control API: bad request from %s refused with %d: %s",
+                client, exc.code, _bad_request_reason(exc))
+        return False
+
+
+def _bad_request_reason(exc: BadHttpMessage) -> str:
+    if isinstance(exc, LineTooLong) and len(exc.args) > 1:
+        # Its message quotes the first 100 bytes of the line: the limit says enough.
+        return f"a request line or header over {exc.args[1]} bytes"
+    text = " ".join(str(exc.message).split())  # one line, whatever the client sent
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+# aiohttp's messages about the API's connections (see _ClientErrorLine).
+_http_log = logging.getLogger("anchord.control.http")
+_http_log.addFilter(_ClientErrorLine())
 
 
 class ControlError(Exception):
@@ -203,6 +236,9 @@ class Control:
         self.registry = make_registry(self.collector)
         self.collector.driver = driver
         self.frontend: Any = None
+        # With server.workers > 1 (worker 0 only): what the other workers removed for the
+        # forget just sent them, and how many said so (workers.Hub.forgotten).
+        self.others_forgotten: Callable[[], Awaitable[tuple[int, int]]] | None = None
         self.save_error = ""
         # A file that could not be written loses the change at a restart; the fleet
         # store kept it in its cache file, only the other instances do not have it.
@@ -257,11 +293,12 @@ class Control:
         # aiohttp answers a request line over max_line_size (8190 bytes) with its own
         # text/plain 400, before any middleware could make it JSON. Raised to the body's
         # limit, a mistyped or pasted long /v1/nta/<zone> reaches the handler and gets
-        # the API's JSON error; only a request line past 64 KiB gets aiohttp's.
+        # the API's JSON error; only a request line past 64 KiB gets aiohttp's (and one
+        # line in the log, _ClientErrorLine, not a traceback).
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                keepalive_timeout=self.read_timeout,
                                lingering_time=min(LINGER, self.read_timeout),
-                               max_line_size=_MAX_BODY)
+                               max_line_size=_MAX_BODY, logger=_http_log)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -448,12 +485,18 @@ class Control:
         answers = self.driver.core.answers
         before = len(answers)
         self.driver.core.forget_below(zone)
-        log.info("cache flushed at and below %s (operator)", zone)
-        # With server.workers > 1 the others flush their own caches from the pipe
-        # (frontend/workers.py), which carries no answer back: the count is this
-        # process's, and `workers` says how many caches were flushed in all.
-        return _json({"zone": zone.to_text(), "answers_removed": before - len(answers),
-                      "workers": self.config.server.workers})
+        removed, reported = before - len(answers), 1
+        if self.others_forgotten is not None:
+            # The other workers flush their own caches from the pipe and send back what
+            # they removed (frontend/workers.py); one that does not within a second is
+            # left out of the sum, and `workers_reported` says so.
+            others, count = await self.others_forgotten()
+            removed += others
+            reported += count
+        log.info("cache flushed at and below %s (operator): %d answer(s) removed",
+                 zone, removed)
+        return _json({"zone": zone.to_text(), "answers_removed": removed,
+                      "workers": self.config.server.workers, "workers_reported": reported})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         resp = web.Response(body=render(self.registry))

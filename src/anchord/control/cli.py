@@ -202,13 +202,17 @@ def cache_flush(zone: str, config_file: str | None) -> None:
 
 
 def flush_summary(doc: dict[str, Any]) -> str:
-    """The line `cache flush` prints; only worker 0's removals are counted (the API's
-    flush reaches the other workers one way, see /v1/cache/flush)."""
+    """The line `cache flush` prints: the answers removed by every worker that reported
+    its count in time (see /v1/cache/flush), and which did not."""
     line = f"flushed {doc['zone']}: {doc['answers_removed']} cached answer(s) removed"
-    others = int(doc.get("workers", 1)) - 1
-    if others > 0:
-        line += (f" by worker 0; the other {others} worker(s) flushed their own caches "
-                 "(not counted)")
+    workers = int(doc.get("workers", 1))
+    # A resolver from before workers_reported counted worker 0 alone.
+    reported = int(doc.get("workers_reported", 1))
+    if reported < workers:
+        line += (f"; only {reported} of {workers} workers reported a count (the others' "
+                 "removals are not included)")
+    elif workers > 1:
+        line += f" across {workers} workers"
     return line
 
 

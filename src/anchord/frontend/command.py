@@ -171,6 +171,7 @@ async def _serve(config: Config, factory: Callable[[Config], Resolver], hub: Any
     if control is not None and hub is not None:
         # Worker 0 answers /metrics and /v1/status for all workers: add the others' counts.
         control.collector.peers = hub.snapshots
+        control.others_forgotten = hub.forgotten  # a flush counts their answers too
     fleet = None
     if control is not None and config.fleet.redis_url:
         # A fleet: the NTAs live in Redis (control/fleet.py), not in nta.state_file.

@@ -14,6 +14,12 @@ rechecks (worker 0 rechecks and broadcasts the removal); each expires them itsel
 the same end time. At start a worker reads the NTA state file itself, so it never serves
 a moment without the NTAs in force; worker 0's restore follows on the pipe anyway.
 
+Each forget line carries a number, and the worker answers it on its counter pipe (below)
+with the count of answers it removed. The control API's flush waits up to FLUSH_WAIT for
+those counts and reports their sum with its own (Hub.forgotten); a worker that is stuck
+is left out, not waited for. Forgets nobody waits for (an NTA change's) are answered too,
+and the answers dropped.
+
 Counters travel the other way, on a second pipe per worker: every REPORT_INTERVAL each
 worker writes one JSON line, a snapshot of its FrontendStats and its answer cache size,
 and worker 0 keeps the latest per worker; /metrics and /v1/status add them to its own at
@@ -50,6 +56,10 @@ log = logging.getLogger("anchord.workers")
 # Seconds between two counter snapshots of a worker: /metrics is "fresh within about a
 # second" and a JSON line twice a second costs nothing next to the queries it counts.
 REPORT_INTERVAL = 0.5
+# Seconds the control API's flush waits for the other workers' counts of removed answers.
+# A worker answers as soon as its loop sees the forget (milliseconds); one that is stuck
+# or gone must not hold the API: the answer then says how many workers reported.
+FLUSH_WAIT = 1.0
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -60,8 +70,12 @@ def _ntas_message(ntas: list[NegativeAnchor]) -> bytes:
     return (json.dumps({"ntas": [nta_to_json(n) for n in ntas]}) + "\n").encode()
 
 
-def _forget_message(zone: dns.name.Name) -> bytes:
-    return (json.dumps({"forget": zone.to_text()}) + "\n").encode()
+def _forget_message(zone: dns.name.Name, number: int) -> bytes:
+    return (json.dumps({"forget": zone.to_text(), "id": number}) + "\n").encode()
+
+
+def _forgot_message(number: int, removed: int) -> bytes:
+    return (json.dumps({"forgot": number, "answers_removed": removed}) + "\n").encode()
 
 
 def _report_message(frontend: Any, driver: Any) -> bytes:
@@ -89,14 +103,21 @@ def apply_ntas(driver: Any, ntas: list[NegativeAnchor]) -> None:
             driver.core.forget_below(zone)
 
 
-def apply_message(driver: Any, line: bytes) -> None:
+def apply_message(driver: Any, line: bytes) -> bytes | None:
+    """Apply one line from worker 0; the answer to send back on the counter pipe (for a
+    forget: how many cached answers it removed), or None."""
     from anchord.control.ntastore import nta_from_json
 
     doc = json.loads(line)
     if "ntas" in doc:
         apply_ntas(driver, [nta_from_json(item) for item in doc["ntas"]])
     if "forget" in doc:
+        answers = driver.core.answers
+        before = len(answers)
         driver.core.forget_below(dns.name.from_text(doc["forget"]))
+        if "id" in doc:
+            return _forgot_message(int(doc["id"]), before - len(answers))
+    return None
 
 
 # -- worker 0's side ---------------------------------------------------------------------------
@@ -119,14 +140,64 @@ class Hub:
         self.fds = fds  # worker pid -> write end
         self.reports = dict(reports or {})  # worker pid -> read end of its counter pipe
         self.peer_stats: dict[int, dict[str, Any]] = {}  # worker pid -> latest snapshot
+        self.forget_number = 0  # of the latest forget sent to the workers
+        # forget number -> (workers still to answer, pid -> answers removed, done) while
+        # the control API waits for it (forgotten)
+        self._forgetting: dict[int, tuple[set[int], dict[int, int],
+                                          asyncio.Future[None]]] = {}
         self._pending: dict[int, bytearray] = {}
         for fd in [*fds.values(), *self.reports.values()]:
             os.set_blocking(fd, False)
 
     def attach(self, driver: Any) -> None:
         driver.trust_listeners.append(lambda ntas: self.broadcast(_ntas_message(ntas)))
-        driver.forget_listeners.append(lambda zone: self.broadcast(_forget_message(zone)))
+        driver.forget_listeners.append(self._forget)
         self.follow_reports()
+
+    def _forget(self, zone: dns.name.Name) -> None:
+        self.forget_number += 1
+        self.broadcast(_forget_message(zone, self.forget_number))
+
+    async def forgotten(self, timeout: float = FLUSH_WAIT) -> tuple[int, int]:
+        """(answers removed, workers that said so) for the latest forget the workers were
+        sent, waiting at most `timeout` s for their answers. Call it right after the
+        forget_below, before any await: an answer for a forget nobody waits for is
+        dropped."""
+        # The workers the forget was written to, but not one whose counter pipe has
+        # closed (it ended; the watch drops it from fds within a second).
+        waiting = self.fds.keys() & self.reports.keys()
+        removed: dict[int, int] = {}
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        number = self.forget_number
+        self._forgetting[number] = (waiting, removed, done)
+        try:
+            if waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done, timeout)
+        finally:
+            del self._forgetting[number]
+        if waiting:
+            log.warning("cache flush: %d worker(s) did not report their count within "
+                        "%g s", len(waiting), timeout)
+        return sum(removed.values()), len(removed)
+
+    def _forgot(self, pid: int, doc: dict[str, Any]) -> None:
+        entry = self._forgetting.get(doc.get("forgot", -1))
+        if entry is None:
+            return  # an NTA change's forget, or a flush that stopped waiting
+        waiting, removed, done = entry
+        if pid in waiting:
+            waiting.discard(pid)
+            removed[pid] = int(doc.get("answers_removed", 0))
+        if not waiting and not done.done():
+            done.set_result(None)
+
+    def _gone(self, pid: int) -> None:
+        """A worker's counter pipe closed: no flush waits for it any more."""
+        for waiting, _, done in self._forgetting.values():
+            waiting.discard(pid)
+            if not waiting and not done.done():
+                done.set_result(None)
 
     # -- counters from the other workers ------------------------------------------------
     def follow_reports(self) -> None:
@@ -147,22 +218,26 @@ class Hub:
             self._close_report(pid, fd)
             if pid in self.peer_stats:
                 self.peer_stats[pid]["cache_answers"] = 0
+            self._gone(pid)
             return
         buffer.extend(chunk)
         end = buffer.rfind(b"\n")
         if end < 0:
             return
-        # Only the newest complete line matters: each is a whole snapshot, not a delta.
-        start = buffer.rfind(b"\n", 0, end) + 1
-        line = bytes(buffer[start:end])
+        lines = bytes(buffer[:end]).split(b"\n")
         del buffer[:end + 1]
-        try:
-            snapshot = json.loads(line)
-        except ValueError:
-            log.error("worker %d sent unreadable counters: %r", pid, line[:80])
-            return
-        if isinstance(snapshot, dict):
-            self.peer_stats[pid] = snapshot
+        for line in lines:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                log.error("worker %d sent unreadable counters: %r", pid, line[:80])
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if "forgot" in doc:
+                self._forgot(pid, doc)
+            else:  # a snapshot: whole counts, not a delta, so the newest one wins
+                self.peer_stats[pid] = doc
 
     def _close_report(self, pid: int, fd: int) -> None:
         self.reports.pop(pid, None)
@@ -266,8 +341,10 @@ class Hub:
 
 # -- the other workers' side --------------------------------------------------------------------
 
-def follow(driver: Any, fd: int, stop: asyncio.Event) -> None:
-    """Apply worker 0's updates as they arrive; stop serving when its pipe closes."""
+def follow(driver: Any, fd: int, stop: asyncio.Event,
+           answer: Callable[[bytes], None] | None = None) -> None:
+    """Apply worker 0's updates as they arrive; stop serving when its pipe closes.
+    `answer` sends worker 0 what a forget removed (Reporter.answer)."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
     buffer = bytearray()
@@ -289,21 +366,25 @@ def follow(driver: Any, fd: int, stop: asyncio.Event) -> None:
             line = bytes(buffer[:end])
             del buffer[:end + 1]
             try:
-                apply_message(driver, line)
+                reply = apply_message(driver, line)
             except Exception:  # noqa: BLE001 - a bad line must not stop the worker
                 log.exception("cannot apply a trust update from worker 0")
+                continue
+            if reply is not None and answer is not None:
+                answer(reply)
 
     loop.add_reader(fd, readable)
 
 
 class Reporter:
-    """A worker's side of the counter pipe: a snapshot every REPORT_INTERVAL."""
+    """A worker's side of the counter pipe: a snapshot every REPORT_INTERVAL, and the
+    answer to each forget (what it removed) as soon as it is applied."""
 
     def __init__(self, driver: Any, fd: int) -> None:
         self.driver = driver
         self.fd = fd
         self.frontend: Any = None
-        self._unsent = bytearray()  # the rest of a snapshot the pipe took only part of
+        self._unsent = bytearray()  # what the pipe has not taken yet (it was full)
         self._task: asyncio.Task[None] | None = None
         os.set_blocking(fd, False)
 
@@ -318,13 +399,21 @@ class Reporter:
             if not self.send():
                 return
 
+    def answer(self, line: bytes) -> None:
+        """Send one line now, behind what is still unsent (a forget's count)."""
+        self._unsent += line
+        self._write()
+
     def send(self) -> bool:
         """Write the current snapshot (or what is left of the last one); never blocks.
         False once worker 0 does not read any more."""
-        if self.frontend is None:
-            return True
-        if not self._unsent:
+        if not self._unsent and self.frontend is not None:
             self._unsent += _report_message(self.frontend, self.driver)
+        return self._write()
+
+    def _write(self) -> bool:
+        if not self._unsent:
+            return True
         try:
             n = os.write(self.fd, self._unsent)
         except BlockingIOError:
@@ -427,9 +516,9 @@ def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd
             except (OSError, ValueError) as e:
                 log.error("cannot read the NTA state file (worker 0 sends it): %s", e)
         stop = asyncio.Event()
-        if hasattr(resolver, "core"):
-            follow(resolver, fd, stop)
         reporter = Reporter(resolver, report_fd)
+        if hasattr(resolver, "core"):
+            follow(resolver, fd, stop, reporter.answer)
         try:
             await command.run_server(config, resolver, stop=stop, ready=reporter.start)
         finally:
@@ -449,4 +538,4 @@ def _run_worker(config: Config, factory: Callable[[Config], Any], index: int, fd
 
 
 __all__ = ["Hub", "Reporter", "apply_ntas", "apply_message", "follow", "pin_ports",
-           "serve_workers", "REPORT_INTERVAL"]
+           "serve_workers", "REPORT_INTERVAL", "FLUSH_WAIT"]
