@@ -413,12 +413,13 @@ def _validate(cfg: Config) -> None:
     _check_range("cache.max_negative_ttl", cfg.cache.max_negative_ttl, 0, 86400 * 7)
     _check_range("serve_stale.failure_recheck", cfg.serve_stale.failure_recheck, 0, 3600)
     _check_range("nta.recheck_interval", cfg.nta.recheck_interval, 1, 86400)
+    insecure: dict[dns.name.Name, str] = {}
     for i, zone in enumerate(cfg.dnssec.insecure_zones):
         if zone.strip() in (".", ""):
             raise ConfigError(
                 f"key 'dnssec.insecure_zones[{i}]': the root would turn validation off for "
                 "every name; set dnssec.enabled = false if that is really meant")
-        _check_zone(f"dnssec.insecure_zones[{i}]", zone)
+        _check_unique(f"dnssec.insecure_zones[{i}]", zone, insecure)
     if cfg.dnssec.algorithm_policy not in ("rfc8624", "all"):
         raise ConfigError(
             f"key 'dnssec.algorithm_policy': {cfg.dnssec.algorithm_policy!r} "
@@ -456,25 +457,44 @@ def _validate(cfg: Config) -> None:
                           "dnssec.enabled = false to run without validation")
 
 
-def _check_zone(path: str, text: str) -> None:
+def _check_zone(path: str, text: str) -> dns.name.Name:
     # One rule for a zone wherever one is named: what the API refuses for an NTA
     # (a wildcard label would be taken literally, never as "every name") is refused here.
     try:
-        parse_zone(text)
+        return parse_zone(text)
     except ValueError as e:
         raise ConfigError(f"key '{path}': {e}") from None
+
+
+def _check_unique(path: str, text: str, seen: dict[dns.name.Name, str]) -> None:
+    """`text`, the name at key `path`, checked (_check_zone) and not already in `seen`
+    (name -> where it was first given), to which it is added.
+
+    Names are compared as DNS compares them: "Example.com" and "example.com." are one
+    name, but both entries were taken: a stub or forward zone's later entry silently
+    replaced the earlier one's servers, a negative anchor or a root server was listed
+    twice. TOML refuses a table key written twice only when written exactly alike (and a
+    list entry given twice not at all); here every repeat is refused alike."""
+    name = _check_zone(path, text)
+    if name in seen:
+        raise ConfigError(f"key '{path}': {text!r} is listed twice (also {seen[name]}; names "
+                          "are compared ignoring case and a final dot)")
+    # A table's key is the name itself (upstream.stub_zones."de."); a list entry's key
+    # (dnssec.insecure_zones[0]) is not, so the name goes with it.
+    seen[name] = f"{path}, {text!r}" if path.endswith("]") else path
 
 
 def _check_servers(path: str, table: dict[str, list[str]], port: int, zones: bool) -> None:
     """A name -> ["addr[:port]", ...] table: stub and forward zones (`zones`: the names
     are zones) or root hints (the names are the root servers')."""
+    seen: dict[dns.name.Name, str] = {}
     for name, addrs in table.items():
         where = _subkey(path, name)
         if not zones and name.strip() in ("", "."):
             # dnspython reads "" as the root, which names no root server.
             raise ConfigError(f"key '{where}': a root hint needs the root server's name "
                               "(like \"a.root-servers.net.\")")
-        _check_zone(where, name)
+        _check_unique(where, name, seen)
         if not addrs:
             raise ConfigError(f"key '{where}': no address: there would be no server to ask")
         for i, a in enumerate(addrs):
