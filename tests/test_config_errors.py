@@ -310,3 +310,26 @@ def test_distinct_names_in_each_list_still_load(tmp_path: Path) -> None:
     assert list(cfg.upstream.stub_zones) == ["example.com.", "sub.example.com."]
     assert list(cfg.upstream.forward_zones) == ["example.net", "example.org"]
     assert cfg.dnssec.insecure_zones == ["example.com.", "test.", "Test.de"]
+
+
+@pytest.mark.parametrize("stub,forward", [("de.", "de."), ("Example.COM", "example.com.")])
+def test_a_zone_both_stub_and_forward_is_named_in_both_places(tmp_path: Path, stub: str,
+                                                             forward: str) -> None:
+    """The iterator kept one delegation per zone: the forward entry silently replaced the
+    stub one."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f'[upstream]\nstub_zones = {{ "{stub}" = ["192.0.2.1"] }}\n'
+                        f'forward_zones = {{ "{forward}" = ["192.0.2.2"] }}\n')
+    zone = forward if forward.endswith(".") else forward + "."
+    assert str(e.value) == (
+        f"{tmp_path / 'a.toml'}: key 'upstream.forward_zones.\"{forward}\"': zone {zone!r} "
+        f"is also a stub zone (upstream.stub_zones.\"{stub}\"): a zone is asked either "
+        "without recursion (stub) or with RD set (forward), not both")
+
+
+def test_stub_and_forward_zones_above_and_below_each_other_still_load(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[upstream]\nstub_zones = { "example.com." = ["192.0.2.1"] }\n'
+                          'forward_zones = { "sub.example.com." = ["192.0.2.2"], '
+                          '"com." = ["192.0.2.3"] }\n')
+    assert list(cfg.upstream.stub_zones) == ["example.com."]
+    assert list(cfg.upstream.forward_zones) == ["sub.example.com.", "com."]

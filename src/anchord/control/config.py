@@ -383,9 +383,16 @@ def _validate(cfg: Config) -> None:
     _check_range("upstream.timeout", cfg.upstream.timeout, 0.01, 60)
     _check_range("upstream.attempts", cfg.upstream.attempts, 1, 20)
     _check_range("upstream.edns_buffer_size", cfg.upstream.edns_buffer_size, 512, 65535)
-    for key in ("stub_zones", "forward_zones", "root_hints"):
-        _check_servers(f"upstream.{key}", getattr(cfg.upstream, key), cfg.upstream.port,
-                       zones=key != "root_hints")
+    named = {key: _check_servers(f"upstream.{key}", getattr(cfg.upstream, key),
+                                 cfg.upstream.port, zones=key != "root_hints")
+             for key in ("stub_zones", "forward_zones", "root_hints")}
+    for name, where in named["forward_zones"].items():
+        # The iterator keeps one delegation per zone: the forward entry silently replaced
+        # the stub one, whose servers were never asked.
+        if name in named["stub_zones"]:
+            raise ConfigError(f"key '{where}': zone {name.to_text()!r} is also a stub zone "
+                              f"({named['stub_zones'][name]}): a zone is asked either without "
+                              "recursion (stub) or with RD set (forward), not both")
     _check_networks("upstream.do_not_query", cfg.upstream.do_not_query)
     if not cfg.upstream.root_hints and "." not in cfg.upstream.stub_zones \
             and "." not in cfg.upstream.forward_zones:
@@ -484,9 +491,11 @@ def _check_unique(path: str, text: str, seen: dict[dns.name.Name, str]) -> None:
     seen[name] = f"{path}, {text!r}" if path.endswith("]") else path
 
 
-def _check_servers(path: str, table: dict[str, list[str]], port: int, zones: bool) -> None:
+def _check_servers(path: str, table: dict[str, list[str]], port: int,
+                   zones: bool) -> dict[dns.name.Name, str]:
     """A name -> ["addr[:port]", ...] table: stub and forward zones (`zones`: the names
-    are zones) or root hints (the names are the root servers')."""
+    are zones) or root hints (the names are the root servers'). Returns each name with
+    the key it is given at."""
     seen: dict[dns.name.Name, str] = {}
     for name, addrs in table.items():
         where = _subkey(path, name)
@@ -507,6 +516,7 @@ def _check_servers(path: str, table: dict[str, list[str]], port: int, zones: boo
                 # asked there (upstream.port already refuses it).
                 raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: port 0 is "
                                   "out of range (1 to 65535)")
+    return seen
 
 
 def _check_networks(path: str, items: list[str]) -> None:
