@@ -240,9 +240,27 @@ def test_a_listen_address_given_twice_is_named(tmp_path: Path, listen: str,
     assert second in str(e.value)
 
 
-def test_port_0_may_be_listed_twice(tmp_path: Path) -> None:
-    assert len(_load(tmp_path, '[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n')
-               .server.listen) == 2
+@pytest.mark.parametrize("toml,key,address", [
+    ('[server]\nlisten = ["127.0.0.1:5378", "[::1]:0"]\n', "server.listen[1]", "[::1]:0"),
+    ('[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n', "server.listen[0]",
+     "127.0.0.1:0"),
+    ('[control]\nlisten = "127.0.0.1:0"\n', "control.listen", "127.0.0.1:0"),
+], ids=["server-v6", "server-twice", "control"])
+def test_a_listen_address_on_port_0_is_refused(tmp_path: Path, toml: str, key: str,
+                                              address: str) -> None:
+    """The kernel would pick a free port at each start, and nobody is told which. Tests
+    still listen on port 0: they set it on the Config object, not in a file."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, toml)
+    assert str(e.value) == (f"{tmp_path / 'a.toml'}: key '{key}': bad address {address!r}: "
+                            "port 0 would let the kernel pick a port clients cannot know")
+
+
+def test_listen_addresses_on_real_ports_still_load(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[server]\nlisten = ["127.0.0.1:5378", "[::1]:5378", "127.0.0.2"]\n'
+                          '[control]\nlisten = "127.0.0.1:1"\n')
+    assert cfg.server.listen == ["127.0.0.1:5378", "[::1]:5378", "127.0.0.2"]
+    assert cfg.control.listen == "127.0.0.1:1"
 
 
 @pytest.mark.parametrize("listen", ['["0.0.0.0:5379", "127.0.0.77:5379"]',

@@ -340,24 +340,40 @@ def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
     return host, port
 
 
+# A listen address in a file may not take port 0: the resolver would answer on a port
+# nobody is told. Port 0 itself still works and is kept for the tests, which set it on
+# the Config objects they build (server.listen, control.listen) and read back the port
+# bound (frontend.workers.pin_ports, the dashboard); those never pass through
+# _validate. The testbed and the replay write real ports into the files they hand out.
+_LISTEN_PORT_0 = "port 0 would let the kernel pick a port clients cannot know"
+
+
+def _check_endpoint(path: str, text: str, default_port: int, port_0: str) -> tuple[str, int]:
+    """parse_endpoint's (host, port) for the address at key `path`; ConfigError naming
+    the key and the address if it is not one or has port 0 (`port_0` says why not)."""
+    try:
+        host, port = parse_endpoint(text, default_port)
+    except ValueError as e:
+        raise ConfigError(f"key '{path}': bad address {text!r}: {e}") from None
+    if port == 0:
+        raise ConfigError(f"key '{path}': bad address {text!r}: {port_0}")
+    return host, port
+
+
 def _validate(cfg: Config) -> None:
     seen: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
     for i, item in enumerate(cfg.server.listen):
-        try:
-            host, port = parse_endpoint(item)
-        except ValueError as e:
-            raise ConfigError(f"key 'server.listen[{i}]': bad address {item!r}: {e}") from None
+        host, port = _check_endpoint(f"server.listen[{i}]", item, 53, _LISTEN_PORT_0)
         # The second bind of the same address would fail as "address already in use
         # (another resolver running?)", which sends the operator looking for a process.
         # Compared as addresses: "127.0.0.1" is "127.0.0.1:53", "::1" is "[0::1]:53".
-        # Port 0 (any free port) is a different port each time.
         bound = (ipaddress.ip_address(host), port)
-        if port and bound in seen:
+        if bound in seen:
             raise ConfigError(f"key 'server.listen[{i}]': {item!r} is listed twice (also "
                               f"server.listen[{seen[bound]}])")
         # A wildcard address covers every address of its family on that port: binding
         # both fails the same misleading way.
-        overlap = next((j for (addr, p), j in seen.items() if port and p == port
+        overlap = next((j for (addr, p), j in seen.items() if p == port
                         and addr.version == bound[0].version
                         and (addr.is_unspecified or bound[0].is_unspecified)), None)
         if overlap is not None:
@@ -434,11 +450,7 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"key 'log.level': {cfg.log.level!r} is not debug/info/warning/error")
-    try:
-        parse_endpoint(cfg.control.listen, 8953)
-    except ValueError as e:
-        raise ConfigError(
-            f"key 'control.listen': bad address {cfg.control.listen!r}: {e}") from None
+    _check_endpoint("control.listen", cfg.control.listen, 8953, _LISTEN_PORT_0)
     if cfg.fleet.redis_url and not cfg.fleet.redis_url.startswith(
             ("redis://", "rediss://", "unix://")):
         raise ConfigError(f"key 'fleet.redis_url': {cfg.fleet.redis_url!r} is not a Redis URL "
@@ -507,15 +519,8 @@ def _check_servers(path: str, table: dict[str, list[str]], port: int,
         if not addrs:
             raise ConfigError(f"key '{where}': no address: there would be no server to ask")
         for i, a in enumerate(addrs):
-            try:
-                _, server_port = parse_endpoint(a, port)
-            except ValueError as e:
-                raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: {e}") from None
-            if server_port == 0:
-                # A listening address may take port 0 (any free one); a server is never
-                # asked there (upstream.port already refuses it).
-                raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: port 0 is "
-                                  "out of range (1 to 65535)")
+            # A server is never asked on port 0 (upstream.port refuses it the same way).
+            _check_endpoint(f"{where}[{i}]", a, port, "port 0 is out of range (1 to 65535)")
     return seen
 
 
