@@ -240,9 +240,27 @@ def test_a_listen_address_given_twice_is_named(tmp_path: Path, listen: str,
     assert second in str(e.value)
 
 
-def test_port_0_may_be_listed_twice(tmp_path: Path) -> None:
-    assert len(_load(tmp_path, '[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n')
-               .server.listen) == 2
+@pytest.mark.parametrize("toml,key,address", [
+    ('[server]\nlisten = ["127.0.0.1:5378", "[::1]:0"]\n', "server.listen[1]", "[::1]:0"),
+    ('[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n', "server.listen[0]",
+     "127.0.0.1:0"),
+    ('[control]\nlisten = "127.0.0.1:0"\n', "control.listen", "127.0.0.1:0"),
+], ids=["server-v6", "server-twice", "control"])
+def test_a_listen_address_on_port_0_is_refused(tmp_path: Path, toml: str, key: str,
+                                              address: str) -> None:
+    """The kernel would pick a free port at each start, and nobody is told which. Tests
+    still listen on port 0: they set it on the Config object, not in a file."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, toml)
+    assert str(e.value) == (f"{tmp_path / 'a.toml'}: key '{key}': bad address {address!r}: "
+                            "port 0 would let the kernel pick a port clients cannot know")
+
+
+def test_listen_addresses_on_real_ports_still_load(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[server]\nlisten = ["127.0.0.1:5378", "[::1]:5378", "127.0.0.2"]\n'
+                          '[control]\nlisten = "127.0.0.1:1"\n')
+    assert cfg.server.listen == ["127.0.0.1:5378", "[::1]:5378", "127.0.0.2"]
+    assert cfg.control.listen == "127.0.0.1:1"
 
 
 @pytest.mark.parametrize("listen", ['["0.0.0.0:5379", "127.0.0.77:5379"]',
@@ -259,3 +277,77 @@ def test_a_wildcard_and_a_specific_address_on_other_ports_or_families_are_fine(
     cfg = _load(tmp_path, '[server]\nlisten = ["0.0.0.0:5379", "127.0.0.77:5380", '
                           '"[::1]:5379"]\n')
     assert len(cfg.server.listen) == 3
+
+
+@pytest.mark.parametrize("toml,words", [
+    ('[upstream]\nstub_zones = { "Example.com" = ["192.0.2.1"], '
+     '"example.com." = ["192.0.2.2"] }\n',
+     "key 'upstream.stub_zones.\"example.com.\"': 'example.com.' is listed twice (also "
+     "upstream.stub_zones.\"Example.com\"; names are compared ignoring case and a final "
+     "dot)"),
+    ('[upstream]\nforward_zones = { "de" = ["192.0.2.1"], "DE." = ["192.0.2.2"] }\n',
+     "key 'upstream.forward_zones.\"DE.\"': 'DE.' is listed twice (also "
+     "upstream.forward_zones.de; names are compared ignoring case and a final dot)"),
+    ('[upstream]\nroot_hints = { "a.root-servers.net." = ["192.0.2.1"], '
+     '"A.ROOT-SERVERS.NET." = ["192.0.2.2"] }\n',
+     "key 'upstream.root_hints.\"A.ROOT-SERVERS.NET.\"': 'A.ROOT-SERVERS.NET.' is listed "
+     "twice (also upstream.root_hints.\"a.root-servers.net.\"; names are compared ignoring "
+     "case and a final dot)"),
+    ('[dnssec]\ninsecure_zones = ["Example.com", "test.", "example.com."]\n',
+     "key 'dnssec.insecure_zones[2]': 'example.com.' is listed twice (also "
+     "dnssec.insecure_zones[0], 'Example.com'; names are compared ignoring case and a "
+     "final dot)"),
+    # Exactly alike: TOML itself refuses a table key given twice, not a list entry.
+    ('[dnssec]\ninsecure_zones = ["test.", "test."]\n',
+     "key 'dnssec.insecure_zones[1]': 'test.' is listed twice (also "
+     "dnssec.insecure_zones[0], 'test.'; names are compared ignoring case and a final "
+     "dot)"),
+], ids=["stub-case", "forward-dot-and-case", "root-hint-case", "insecure-case",
+        "insecure-exact"])
+def test_a_name_listed_twice_is_named_with_both_keys(tmp_path: Path, toml: str,
+                                                    words: str) -> None:
+    """The second was silently taken: a stub or forward zone's later entry replaced the
+    earlier one's servers (Iterator: one delegation per name)."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, toml)
+    assert str(e.value) == f"{tmp_path / 'a.toml'}: {words}"
+
+
+def test_an_exact_duplicate_table_key_stays_a_toml_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        _load(tmp_path, '[upstream]\nstub_zones = { "de." = ["192.0.2.1"], '
+                        '"de." = ["192.0.2.2"] }\n')
+
+
+def test_distinct_names_in_each_list_still_load(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[upstream]\nstub_zones = { "example.com." = ["192.0.2.1"], '
+                          '"sub.example.com." = ["192.0.2.2"] }\n'
+                          'forward_zones = { "example.net" = ["192.0.2.3"], '
+                          '"example.org" = ["192.0.2.4"] }\n'
+                          '[dnssec]\ninsecure_zones = ["example.com.", "test.", "Test.de"]\n')
+    assert list(cfg.upstream.stub_zones) == ["example.com.", "sub.example.com."]
+    assert list(cfg.upstream.forward_zones) == ["example.net", "example.org"]
+    assert cfg.dnssec.insecure_zones == ["example.com.", "test.", "Test.de"]
+
+
+@pytest.mark.parametrize("stub,forward", [("de.", "de."), ("Example.COM", "example.com.")])
+def test_a_zone_both_stub_and_forward_is_named_in_both_places(tmp_path: Path, stub: str,
+                                                             forward: str) -> None:
+    """The iterator kept one delegation per zone: the forward entry silently replaced the
+    stub one."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f'[upstream]\nstub_zones = {{ "{stub}" = ["192.0.2.1"] }}\n'
+                        f'forward_zones = {{ "{forward}" = ["192.0.2.2"] }}\n')
+    zone = forward if forward.endswith(".") else forward + "."
+    assert str(e.value) == (
+        f"{tmp_path / 'a.toml'}: key 'upstream.forward_zones.\"{forward}\"': zone {zone!r} "
+        f"is also a stub zone (upstream.stub_zones.\"{stub}\"): a zone is asked either "
+        "without recursion (stub) or with RD set (forward), not both")
+
+
+def test_stub_and_forward_zones_above_and_below_each_other_still_load(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[upstream]\nstub_zones = { "example.com." = ["192.0.2.1"] }\n'
+                          'forward_zones = { "sub.example.com." = ["192.0.2.2"], '
+                          '"com." = ["192.0.2.3"] }\n')
+    assert list(cfg.upstream.stub_zones) == ["example.com."]
+    assert list(cfg.upstream.forward_zones) == ["sub.example.com.", "com."]

@@ -340,24 +340,40 @@ def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
     return host, port
 
 
+# A listen address in a file may not take port 0: the resolver would answer on a port
+# nobody is told. Port 0 itself still works and is kept for the tests, which set it on
+# the Config objects they build (server.listen, control.listen) and read back the port
+# bound (frontend.workers.pin_ports, the dashboard); those never pass through
+# _validate. The testbed and the replay write real ports into the files they hand out.
+_LISTEN_PORT_0 = "port 0 would let the kernel pick a port clients cannot know"
+
+
+def _check_endpoint(path: str, text: str, default_port: int, port_0: str) -> tuple[str, int]:
+    """parse_endpoint's (host, port) for the address at key `path`; ConfigError naming
+    the key and the address if it is not one or has port 0 (`port_0` says why not)."""
+    try:
+        host, port = parse_endpoint(text, default_port)
+    except ValueError as e:
+        raise ConfigError(f"key '{path}': bad address {text!r}: {e}") from None
+    if port == 0:
+        raise ConfigError(f"key '{path}': bad address {text!r}: {port_0}")
+    return host, port
+
+
 def _validate(cfg: Config) -> None:
     seen: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
     for i, item in enumerate(cfg.server.listen):
-        try:
-            host, port = parse_endpoint(item)
-        except ValueError as e:
-            raise ConfigError(f"key 'server.listen[{i}]': bad address {item!r}: {e}") from None
+        host, port = _check_endpoint(f"server.listen[{i}]", item, 53, _LISTEN_PORT_0)
         # The second bind of the same address would fail as "address already in use
         # (another resolver running?)", which sends the operator looking for a process.
         # Compared as addresses: "127.0.0.1" is "127.0.0.1:53", "::1" is "[0::1]:53".
-        # Port 0 (any free port) is a different port each time.
         bound = (ipaddress.ip_address(host), port)
-        if port and bound in seen:
+        if bound in seen:
             raise ConfigError(f"key 'server.listen[{i}]': {item!r} is listed twice (also "
                               f"server.listen[{seen[bound]}])")
         # A wildcard address covers every address of its family on that port: binding
         # both fails the same misleading way.
-        overlap = next((j for (addr, p), j in seen.items() if port and p == port
+        overlap = next((j for (addr, p), j in seen.items() if p == port
                         and addr.version == bound[0].version
                         and (addr.is_unspecified or bound[0].is_unspecified)), None)
         if overlap is not None:
@@ -383,9 +399,16 @@ def _validate(cfg: Config) -> None:
     _check_range("upstream.timeout", cfg.upstream.timeout, 0.01, 60)
     _check_range("upstream.attempts", cfg.upstream.attempts, 1, 20)
     _check_range("upstream.edns_buffer_size", cfg.upstream.edns_buffer_size, 512, 65535)
-    for key in ("stub_zones", "forward_zones", "root_hints"):
-        _check_servers(f"upstream.{key}", getattr(cfg.upstream, key), cfg.upstream.port,
-                       zones=key != "root_hints")
+    named = {key: _check_servers(f"upstream.{key}", getattr(cfg.upstream, key),
+                                 cfg.upstream.port, zones=key != "root_hints")
+             for key in ("stub_zones", "forward_zones", "root_hints")}
+    for name, where in named["forward_zones"].items():
+        # The iterator keeps one delegation per zone: the forward entry silently replaced
+        # the stub one, whose servers were never asked.
+        if name in named["stub_zones"]:
+            raise ConfigError(f"key '{where}': zone {name.to_text()!r} is also a stub zone "
+                              f"({named['stub_zones'][name]}): a zone is asked either without "
+                              "recursion (stub) or with RD set (forward), not both")
     _check_networks("upstream.do_not_query", cfg.upstream.do_not_query)
     if not cfg.upstream.root_hints and "." not in cfg.upstream.stub_zones \
             and "." not in cfg.upstream.forward_zones:
@@ -413,12 +436,13 @@ def _validate(cfg: Config) -> None:
     _check_range("cache.max_negative_ttl", cfg.cache.max_negative_ttl, 0, 86400 * 7)
     _check_range("serve_stale.failure_recheck", cfg.serve_stale.failure_recheck, 0, 3600)
     _check_range("nta.recheck_interval", cfg.nta.recheck_interval, 1, 86400)
+    insecure: dict[dns.name.Name, str] = {}
     for i, zone in enumerate(cfg.dnssec.insecure_zones):
         if zone.strip() in (".", ""):
             raise ConfigError(
                 f"key 'dnssec.insecure_zones[{i}]': the root would turn validation off for "
                 "every name; set dnssec.enabled = false if that is really meant")
-        _check_zone(f"dnssec.insecure_zones[{i}]", zone)
+        _check_unique(f"dnssec.insecure_zones[{i}]", zone, insecure)
     if cfg.dnssec.algorithm_policy not in ("rfc8624", "all"):
         raise ConfigError(
             f"key 'dnssec.algorithm_policy': {cfg.dnssec.algorithm_policy!r} "
@@ -426,11 +450,7 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"key 'log.level': {cfg.log.level!r} is not debug/info/warning/error")
-    try:
-        parse_endpoint(cfg.control.listen, 8953)
-    except ValueError as e:
-        raise ConfigError(
-            f"key 'control.listen': bad address {cfg.control.listen!r}: {e}") from None
+    _check_endpoint("control.listen", cfg.control.listen, 8953, _LISTEN_PORT_0)
     if cfg.fleet.redis_url and not cfg.fleet.redis_url.startswith(
             ("redis://", "rediss://", "unix://")):
         raise ConfigError(f"key 'fleet.redis_url': {cfg.fleet.redis_url!r} is not a Redis URL "
@@ -456,37 +476,52 @@ def _validate(cfg: Config) -> None:
                           "dnssec.enabled = false to run without validation")
 
 
-def _check_zone(path: str, text: str) -> None:
+def _check_zone(path: str, text: str) -> dns.name.Name:
     # One rule for a zone wherever one is named: what the API refuses for an NTA
     # (a wildcard label would be taken literally, never as "every name") is refused here.
     try:
-        parse_zone(text)
+        return parse_zone(text)
     except ValueError as e:
         raise ConfigError(f"key '{path}': {e}") from None
 
 
-def _check_servers(path: str, table: dict[str, list[str]], port: int, zones: bool) -> None:
+def _check_unique(path: str, text: str, seen: dict[dns.name.Name, str]) -> None:
+    """`text`, the name at key `path`, checked (_check_zone) and not already in `seen`
+    (name -> where it was first given), to which it is added.
+
+    Names are compared as DNS compares them: "Example.com" and "example.com." are one
+    name, but both entries were taken: a stub or forward zone's later entry silently
+    replaced the earlier one's servers, a negative anchor or a root server was listed
+    twice. TOML refuses a table key written twice only when written exactly alike (and a
+    list entry given twice not at all); here every repeat is refused alike."""
+    name = _check_zone(path, text)
+    if name in seen:
+        raise ConfigError(f"key '{path}': {text!r} is listed twice (also {seen[name]}; names "
+                          "are compared ignoring case and a final dot)")
+    # A table's key is the name itself (upstream.stub_zones."de."); a list entry's key
+    # (dnssec.insecure_zones[0]) is not, so the name goes with it.
+    seen[name] = f"{path}, {text!r}" if path.endswith("]") else path
+
+
+def _check_servers(path: str, table: dict[str, list[str]], port: int,
+                   zones: bool) -> dict[dns.name.Name, str]:
     """A name -> ["addr[:port]", ...] table: stub and forward zones (`zones`: the names
-    are zones) or root hints (the names are the root servers')."""
+    are zones) or root hints (the names are the root servers'). Returns each name with
+    the key it is given at."""
+    seen: dict[dns.name.Name, str] = {}
     for name, addrs in table.items():
         where = _subkey(path, name)
         if not zones and name.strip() in ("", "."):
             # dnspython reads "" as the root, which names no root server.
             raise ConfigError(f"key '{where}': a root hint needs the root server's name "
                               "(like \"a.root-servers.net.\")")
-        _check_zone(where, name)
+        _check_unique(where, name, seen)
         if not addrs:
             raise ConfigError(f"key '{where}': no address: there would be no server to ask")
         for i, a in enumerate(addrs):
-            try:
-                _, server_port = parse_endpoint(a, port)
-            except ValueError as e:
-                raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: {e}") from None
-            if server_port == 0:
-                # A listening address may take port 0 (any free one); a server is never
-                # asked there (upstream.port already refuses it).
-                raise ConfigError(f"key '{where}[{i}]': bad address {a!r}: port 0 is "
-                                  "out of range (1 to 65535)")
+            # A server is never asked on port 0 (upstream.port refuses it the same way).
+            _check_endpoint(f"{where}[{i}]", a, port, "port 0 is out of range (1 to 65535)")
+    return seen
 
 
 def _check_networks(path: str, items: list[str]) -> None:
