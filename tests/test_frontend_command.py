@@ -85,6 +85,19 @@ def test_bad_listen_option_is_a_config_error(tmp_path: Path) -> None:
     _one_line_status_1(r, "--listen")
 
 
+@pytest.mark.parametrize(("listen", "said"), [
+    (["127.0.0.1:0"], "'--listen[0]': bad address '127.0.0.1:0': port 0 would let"),
+    (["127.0.0.1:5399", "127.0.0.1:5399"], "'--listen[1]': '127.0.0.1:5399' is listed twice"),
+    (["0.0.0.0:5399", "127.0.0.1:5399"], "'--listen[1]': '127.0.0.1:5399' overlaps"),
+])
+def test_listen_option_follows_the_server_listen_rules(tmp_path: Path, listen: list[str],
+                                                       said: str) -> None:
+    args = [a for item in listen for a in ("--listen", item)]
+    r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), *args],
+                       capture_output=True, text=True, timeout=30)
+    _one_line_status_1(r, said)
+
+
 def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
     holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEPORT
     holder.bind(("127.0.0.1", 0))

@@ -360,27 +360,33 @@ def _check_endpoint(path: str, text: str, default_port: int, port_0: str) -> tup
     return host, port
 
 
-def _validate(cfg: Config) -> None:
+def check_listen(listen: list[str], key: str = "server.listen") -> None:
+    """The listen addresses' rules, for server.listen and for `serve --listen` (`key`
+    names them in the error: "server.listen[1]", "--listen[1]")."""
     seen: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
-    for i, item in enumerate(cfg.server.listen):
-        host, port = _check_endpoint(f"server.listen[{i}]", item, 53, _LISTEN_PORT_0)
+    for i, item in enumerate(listen):
+        host, port = _check_endpoint(f"{key}[{i}]", item, 53, _LISTEN_PORT_0)
         # The second bind of the same address would fail as "address already in use
         # (another resolver running?)", which sends the operator looking for a process.
         # Compared as addresses: "127.0.0.1" is "127.0.0.1:53", "::1" is "[0::1]:53".
         bound = (ipaddress.ip_address(host), port)
         if bound in seen:
-            raise ConfigError(f"key 'server.listen[{i}]': {item!r} is listed twice (also "
-                              f"server.listen[{seen[bound]}])")
+            raise ConfigError(f"key '{key}[{i}]': {item!r} is listed twice (also "
+                              f"{key}[{seen[bound]}])")
         # A wildcard address covers every address of its family on that port: binding
         # both fails the same misleading way.
         overlap = next((j for (addr, p), j in seen.items() if p == port
                         and addr.version == bound[0].version
                         and (addr.is_unspecified or bound[0].is_unspecified)), None)
         if overlap is not None:
-            raise ConfigError(f"key 'server.listen[{i}]': {item!r} overlaps "
-                              f"server.listen[{overlap}] ({cfg.server.listen[overlap]!r}): "
+            raise ConfigError(f"key '{key}[{i}]': {item!r} overlaps "
+                              f"{key}[{overlap}] ({listen[overlap]!r}): "
                               "a wildcard address already takes every address on that port")
         seen[bound] = i
+
+
+def _validate(cfg: Config) -> None:
+    check_listen(cfg.server.listen)
     _check_networks("server.access_control", cfg.server.access_control)
     if not cfg.server.listen:
         raise ConfigError("key 'server.listen': empty: the resolver would listen nowhere")

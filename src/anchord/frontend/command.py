@@ -17,8 +17,8 @@ import click
 from anchord.control.config import (
     Config,
     ConfigError,
+    check_listen,
     load_config,
-    parse_endpoint,
     unusable_trust_anchors,
 )
 from anchord.frontend.server import Frontend, Resolver
@@ -208,11 +208,7 @@ def serve(config_file: str | None, listen: tuple[str, ...], clock_start: float |
     try:
         config = load_config(config_file)
         if listen:
-            for item in listen:
-                try:
-                    parse_endpoint(item)
-                except ValueError as e:
-                    raise ConfigError(f"--listen: bad address {item!r}: {e}") from None
+            check_listen(list(listen), "--listen")  # the rules server.listen follows
             config.server.listen = list(listen)
     except ConfigError as e:
         # Status 1 as the README promises (2 stays click's for a mistyped command line).
