@@ -351,3 +351,46 @@ def test_stub_and_forward_zones_above_and_below_each_other_still_load(tmp_path: 
                           '"com." = ["192.0.2.3"] }\n')
     assert list(cfg.upstream.stub_zones) == ["example.com."]
     assert list(cfg.upstream.forward_zones) == ["sub.example.com.", "com."]
+
+
+@pytest.mark.parametrize("server,control,index", [
+    ('["127.0.0.1:5380"]', "127.0.0.1:5380", 0),
+    ('["[::1]:5380", "0.0.0.0:5380"]', "127.0.0.1:5380", 1),
+    ('["127.0.0.1:5380"]', "0.0.0.0:5380", 0),
+])
+def test_the_control_api_on_a_resolver_port_is_named(tmp_path: Path, server: str,
+                                                     control: str, index: int) -> None:
+    """Both take TCP on that port: it failed as 'address already in use (another resolver
+    running?)', sending the operator after a process that does not exist."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f'[server]\nlisten = {server}\n[control]\nlisten = "{control}"\n')
+    assert f"key 'control.listen': '{control}' takes the port of server.listen[{index}]" \
+        in str(e.value)
+
+
+def test_the_control_api_beside_the_resolver_loads(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[server]\nlisten = ["127.0.0.1:5380", "[::1]:5381"]\n'
+                          '[control]\nlisten = "[::1]:5380"\n')
+    assert cfg.control.listen == "[::1]:5380"
+    # Turned off, its address takes nothing.
+    cfg = _load(tmp_path, '[server]\nlisten = ["127.0.0.1:5380"]\n'
+                          '[control]\nenabled = false\nlisten = "127.0.0.1:5380"\n')
+    assert cfg.control.enabled is False
+
+
+@pytest.mark.parametrize("toml,key", [
+    ('[nta]\nstate_file = ""\n', "nta.state_file"),
+    ('[control]\ntoken_file = " "\n', "control.token_file"),
+])
+def test_an_empty_file_path_is_refused(tmp_path: Path, toml: str, key: str) -> None:
+    """An empty path is the config file's folder: no NTA could ever be saved."""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, toml)
+    assert str(e.value) == f"{tmp_path / 'a.toml'}: key '{key}': empty: it must name a file"
+
+
+def test_no_address_family_for_upstream_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, "[upstream]\ndo_ipv4 = false\ndo_ipv6 = false\n")
+    assert "key 'upstream.do_ipv4': false, and upstream.do_ipv6 is false too" in str(e.value)
+    assert _load(tmp_path, "[upstream]\ndo_ipv6 = false\n").upstream.do_ipv4 is True

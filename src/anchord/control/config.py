@@ -456,7 +456,28 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"key 'log.level': {cfg.log.level!r} is not debug/info/warning/error")
-    _check_endpoint("control.listen", cfg.control.listen, 8953, _LISTEN_PORT_0)
+    control_host, control_port = _check_endpoint("control.listen", cfg.control.listen, 8953,
+                                                 _LISTEN_PORT_0)
+    if cfg.control.enabled:
+        # The API's TCP listener and the resolver's TCP listener on one address: the
+        # second bind fails as "address already in use (another resolver running?)".
+        control = ipaddress.ip_address(control_host)
+        for i, item in enumerate(cfg.server.listen):
+            host, port = parse_endpoint(item, 53)
+            addr = ipaddress.ip_address(host)
+            if port == control_port and addr.version == control.version and (
+                    addr == control or addr.is_unspecified or control.is_unspecified):
+                raise ConfigError(f"key 'control.listen': {cfg.control.listen!r} takes the "
+                                  f"port of server.listen[{i}] ({item!r}): the control API "
+                                  "needs a port of its own")
+    # An empty path would be the config file's folder: every save would fail.
+    for key, value in (("nta.state_file", cfg.nta.state_file),
+                       ("control.token_file", cfg.control.token_file)):
+        if not value.strip():
+            raise ConfigError(f"key '{key}': empty: it must name a file")
+    if not (cfg.upstream.do_ipv4 or cfg.upstream.do_ipv6):
+        raise ConfigError("key 'upstream.do_ipv4': false, and upstream.do_ipv6 is false too: "
+                          "no upstream server could be asked")
     if cfg.fleet.redis_url and not cfg.fleet.redis_url.startswith(
             ("redis://", "rediss://", "unix://")):
         raise ConfigError(f"key 'fleet.redis_url': {cfg.fleet.redis_url!r} is not a Redis URL "
