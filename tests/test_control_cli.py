@@ -253,10 +253,21 @@ def test_cache_flush_says_whose_answers_it_counted() -> None:
     assert flush_summary(one) == "flushed de.: 1 cached answer(s) removed"
     two = {**one, "answers_removed": 2, "workers": 2, "workers_reported": 2}
     assert flush_summary(two) == "flushed de.: 2 cached answer(s) removed across 2 workers"
-    late = {**two, "answers_removed": 1, "workers_reported": 1}
-    assert flush_summary(late) == ("flushed de.: 1 cached answer(s) removed; only 1 of 2 "
-                                   "workers reported a count (the others' removals are not "
+    late = {**two, "answers_removed": 1, "workers_reported": 1, "workers_late": 1}
+    assert flush_summary(late) == ("flushed de.: 1 cached answer(s) removed; 1 of 2 workers "
+                                   "did not report in time (their removals are not "
                                    "included)")
-    # A resolver from before workers_reported counted worker 0 only.
+    # A worker that ended is not "late": its cache is gone, nothing was left out.
+    ended = {**late, "workers": 3, "workers_late": 1}
+    assert flush_summary(ended) == ("flushed de.: 1 cached answer(s) removed; 1 of 3 workers "
+                                    "did not report in time (their removals are not "
+                                    "included); 1 of 3 workers have ended (their caches "
+                                    "ended with them)")
+    # A resolver from before workers_late: who is missing is unknown.
+    unknown = {"zone": "de.", "answers_removed": 1, "workers": 2, "workers_reported": 1}
+    assert flush_summary(unknown) == ("flushed de.: 1 cached answer(s) removed; only 1 of 2 "
+                                      "workers reported a count (the others' removals are "
+                                      "not included)")
+    # One from before workers_reported counted worker 0 only.
     old = {"zone": "de.", "answers_removed": 1, "workers": 2}
-    assert flush_summary(old) == flush_summary(late)
+    assert flush_summary(old) == flush_summary(unknown)

@@ -172,7 +172,8 @@ def test_flush_counts_the_answers_of_every_worker(tmp_path: Path) -> None:
             os.kill(other, signal.SIGCONT)
         assert isinstance(late, dict)
         assert late["workers"] == 2 and late["workers_reported"] == 1, late
-        assert late["answers_removed"] >= 1 and 0.9 < took < 3, (late, took)
+        assert late["workers_late"] == 1, late
+        assert late["answers_removed"] >= 1 and 0.9 < took < 5, (late, took)
     served = [int(n) for n in re.findall(r"served (\d+) queries", w.resolver.log)]
     assert len(served) == 2 and all(served), w.resolver.log  # each worker had some
     assert "did not report their count within 1 s" in w.resolver.log, w.resolver.log
@@ -264,15 +265,15 @@ def test_hub_sums_the_forget_answers_and_does_not_wait_for_a_gone_worker() -> No
         os.write(pipes[101][1][1], _forgot_message(line["id"] - 1, 50))  # an older forget
         os.close(pipes[102][1][1])
         started = time.monotonic()
-        assert await hub.forgotten(timeout=0.3) == (7, 1)
-        assert 0.25 < time.monotonic() - started < 1  # 103 was waited for, no longer
+        assert await hub.forgotten(timeout=0.3) == (7, 1, 1)  # 103 late, 102 ended
+        assert 0.25 < time.monotonic() - started < 3  # 103 was waited for, no longer
         # Without the silent one, the answer comes as soon as the last count is in.
         del hub.fds[103]
         hub._forget(dns.name.from_text("."))
         os.write(pipes[101][1][1], _forgot_message(hub.forget_number, 2))
         started = time.monotonic()
-        assert await hub.forgotten(timeout=5) == (2, 1)
-        assert time.monotonic() - started < 1
+        assert await hub.forgotten(timeout=5) == (2, 1, 0)
+        assert time.monotonic() - started < 4  # not the 5 s timeout
         # Not hub.stop_all: it would signal the made-up pids.
         for fd in [*hub.reports.values(), *hub.fds.values(), pipes[103][0][1]]:
             asyncio.get_running_loop().remove_reader(fd)

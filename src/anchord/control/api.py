@@ -238,7 +238,7 @@ class Control:
         self.frontend: Any = None
         # With server.workers > 1 (worker 0 only): what the other workers removed for the
         # forget just sent them, and how many said so (workers.Hub.forgotten).
-        self.others_forgotten: Callable[[], Awaitable[tuple[int, int]]] | None = None
+        self.others_forgotten: Callable[[], Awaitable[tuple[int, int, int]]] | None = None
         self.save_error = ""
         # A file that could not be written loses the change at a restart; the fleet
         # store kept it in its cache file, only the other instances do not have it.
@@ -485,18 +485,19 @@ class Control:
         answers = self.driver.core.answers
         before = len(answers)
         self.driver.core.forget_below(zone)
-        removed, reported = before - len(answers), 1
+        removed, reported, late = before - len(answers), 1, 0
         if self.others_forgotten is not None:
             # The other workers flush their own caches from the pipe and send back what
             # they removed (frontend/workers.py); one that does not within a second is
             # left out of the sum, and `workers_reported` says so.
-            others, count = await self.others_forgotten()
+            others, count, late = await self.others_forgotten()
             removed += others
             reported += count
         log.info("cache flushed at and below %s (operator): %d answer(s) removed",
                  zone, removed)
         return _json({"zone": zone.to_text(), "answers_removed": removed,
-                      "workers": self.config.server.workers, "workers_reported": reported})
+                      "workers": self.config.server.workers, "workers_reported": reported,
+                      "workers_late": late})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         resp = web.Response(body=render(self.registry))

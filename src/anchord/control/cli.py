@@ -208,9 +208,19 @@ def flush_summary(doc: dict[str, Any]) -> str:
     workers = int(doc.get("workers", 1))
     # A resolver from before workers_reported counted worker 0 alone.
     reported = int(doc.get("workers_reported", 1))
-    if reported < workers:
+    late = doc.get("workers_late")  # absent from a resolver before it
+    if reported < workers and late is None:
         line += (f"; only {reported} of {workers} workers reported a count (the others' "
                  "removals are not included)")
+    elif reported < workers:
+        late = int(late)
+        gone = workers - reported - late
+        if late:
+            line += (f"; {late} of {workers} workers did not report in time (their "
+                     "removals are not included)")
+        if gone > 0:
+            line += (f"; {gone} of {workers} workers have ended (their caches ended with "
+                     "them)")
     elif workers > 1:
         line += f" across {workers} workers"
     return line

@@ -158,9 +158,10 @@ class Hub:
         self.forget_number += 1
         self.broadcast(_forget_message(zone, self.forget_number))
 
-    async def forgotten(self, timeout: float = FLUSH_WAIT) -> tuple[int, int]:
-        """(answers removed, workers that said so) for the latest forget the workers were
-        sent, waiting at most `timeout` s for their answers. Call it right after the
+    async def forgotten(self, timeout: float = FLUSH_WAIT) -> tuple[int, int, int]:
+        """(answers removed, workers that said so, workers still running that did not
+        answer in time) for the latest forget the workers were sent, waiting at most
+        `timeout` s for their answers. Call it right after the
         forget_below, before any await: an answer for a forget nobody waits for is
         dropped."""
         # The workers the forget was written to, but not one whose counter pipe has
@@ -179,7 +180,8 @@ class Hub:
         if waiting:
             log.warning("cache flush: %d worker(s) did not report their count within "
                         "%g s", len(waiting), timeout)
-        return sum(removed.values()), len(removed)
+        # A worker neither counted nor late has ended: its cache ended with it.
+        return sum(removed.values()), len(removed), len(waiting)
 
     def _forgot(self, pid: int, doc: dict[str, Any]) -> None:
         entry = self._forgetting.get(doc.get("forgot", -1))
