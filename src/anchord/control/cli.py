@@ -208,12 +208,12 @@ def flush_summary(doc: dict[str, Any]) -> str:
     workers = int(doc.get("workers", 1))
     # A resolver from before workers_reported counted worker 0 alone.
     reported = int(doc.get("workers_reported", 1))
-    late = doc.get("workers_late")  # absent from a resolver before it
-    if reported < workers and late is None:
-        line += (f"; only {reported} of {workers} workers reported a count (the others' "
-                 "removals are not included)")
-    elif reported < workers:
-        late = int(late)
+    late_field = doc.get("workers_late")  # absent from a resolver before it
+    if reported < workers:
+        if late_field is None:
+            return line + (f"; only {reported} of {workers} workers reported a count (the "
+                           "others' removals are not included)")
+        late = int(late_field)
         gone = workers - reported - late
         if late:
             line += (f"; {late} of {workers} workers did not report in time (their "
