@@ -152,54 +152,6 @@ def _new(cls: type, rdclass: int, rdtype: int, **fields: Any) -> Any:
     return rd
 
 
-_CANONICAL_NAMES_LIMIT = 50_000
-_canonical_names: dict[dns.name.Name, bytes] = {}
-
-
-def _canonical_name(name: dns.name.Name) -> bytes:
-    """The name's canonical wire form (RFC 4034 6.2: uncompressed, lowercase)."""
-    found = _canonical_names.get(name)
-    if found is None:
-        found = name.to_digestable()
-        if len(_canonical_names) >= _CANONICAL_NAMES_LIMIT:
-            _canonical_names.clear()
-        _canonical_names[name] = found
-    return found
-
-
-def _carrying_canonical_form(base: type[dns.rdata.Rdata]) -> type[dns.rdata.Rdata]:
-    """`base` with its canonical wire form kept beside the fields, read off the wire.
-
-    dnspython renders an rdata to canonical wire form for every hash (adding it to an
-    RRset is a hash), for every comparison and for every signature check over its RRset:
-    a cold name's answers are hashed, compared and verified several times over, and
-    rendering them was a tenth of its CPU. These records' canonical form is their rdata
-    as received, names uncompressed and (but for NSEC's next name, RFC 6840 5.1)
-    lowercased, so it is kept from the read. The instance is
-    still a `base` in every other way: same fields, same equality with a plain one (the
-    same bytes compare), and one made by the constructor, as replace() makes, renders as
-    dnspython does."""
-
-    def to_digestable(self: Any, origin: dns.name.Name | None = None) -> bytes:
-        try:
-            return self._canonical  # type: ignore[no-any-return]
-        except AttributeError:
-            return base.to_digestable(self, origin)
-
-    def __hash__(self: Any) -> int:
-        return hash(to_digestable(self))
-
-    return type(base.__name__, (base,), {
-        "__slots__": ("_canonical",), "__module__": base.__module__,
-        "__qualname__": base.__qualname__, "to_digestable": to_digestable,
-        "__hash__": __hash__})
-
-
-_A, _AAAA, _DS, _DNSKEY, _RRSIG, _NSEC3, _NS, _CNAME, _SOA, _NSEC = (
-    _carrying_canonical_form(cls)
-    for cls in (A, AAAA, DS, DNSKEY, RRSIG, NSEC3, NS, CNAME, SOA, NSEC))
-
-
 def _bitmap(wire: bytes, pos: int, end: int) -> tuple[tuple[int, bytes], ...]:
     windows = []
     last = -1
@@ -225,7 +177,7 @@ def _rdata(rdclass: int, rdtype: int, wire: bytes, pos: int, end: int) -> Any:
     if rdtype == 1:
         if length != 4:
             raise _Unusual
-        return _new(_A, 1, 1, address=socket.inet_ntoa(wire[pos:end]), _canonical=wire[pos:end])
+        return _new(A, 1, 1, address=socket.inet_ntoa(wire[pos:end]))
     if rdtype == 46:
         if length < 19:
             raise _Unusual
@@ -233,47 +185,39 @@ def _rdata(rdclass: int, rdtype: int, wire: bytes, pos: int, end: int) -> Any:
         signer, at = _name(wire, pos + 18)
         if at >= end:
             raise _Unusual
-        signature = wire[at:end]
-        return _new(_RRSIG, 1, 46, type_covered=_rdtype(fixed[0]),
+        return _new(RRSIG, 1, 46, type_covered=_rdtype(fixed[0]),
                     algorithm=_algorithm(fixed[1]), labels=fixed[2],
                     original_ttl=fixed[3], expiration=fixed[4], inception=fixed[5],
-                    key_tag=fixed[6], signer=signer, signature=signature,
-                    _canonical=wire[pos:pos + 18] + _canonical_name(signer) + signature)
+                    key_tag=fixed[6], signer=signer, signature=wire[at:end])
     if rdtype in (2, 5):
         target, at = _name(wire, pos)
         if at != end:
             raise _Unusual
-        return _new(_NS if rdtype == 2 else _CNAME, 1, rdtype, target=target,
-                    _canonical=_canonical_name(target))
+        return _new(NS if rdtype == 2 else CNAME, 1, rdtype, target=target)
     if rdtype == 43:
         if length < 4:
             raise _Unusual
         digest_type = wire[pos + 3]
         if _DS_LENGTHS.get(digest_type, -1) != length - 4:
             raise _Unusual  # unknown or reserved types and wrong lengths: dnspython's call
-        return _new(_DS, 1, 43, key_tag=_U16.unpack_from(wire, pos)[0],
+        return _new(DS, 1, 43, key_tag=_U16.unpack_from(wire, pos)[0],
                     algorithm=_algorithm(wire[pos + 2]),
-                    digest_type=_digest_type(digest_type), digest=wire[pos + 4:end],
-                    _canonical=wire[pos:end])
+                    digest_type=_digest_type(digest_type), digest=wire[pos + 4:end])
     if rdtype == 48:
         if length < 4:
             raise _Unusual
-        return _new(_DNSKEY, 1, 48, flags=_key_flags(_U16.unpack_from(wire, pos)[0]),
+        return _new(DNSKEY, 1, 48, flags=_key_flags(_U16.unpack_from(wire, pos)[0]),
                     protocol=wire[pos + 2], algorithm=_algorithm(wire[pos + 3]),
-                    key=wire[pos + 4:end], _canonical=wire[pos:end])
+                    key=wire[pos + 4:end])
     if rdtype == 28:
         if length != 16:
             raise _Unusual
-        return _new(_AAAA, 1, 28, address=dns.ipv6.inet_ntoa(wire[pos:end]),
-                    _canonical=wire[pos:end])
+        return _new(AAAA, 1, 28, address=dns.ipv6.inet_ntoa(wire[pos:end]))
     if rdtype == 47:
         nxt, at = _name(wire, pos)
         if at > end:
             raise _Unusual
-        # RFC 6840 5.1: the next name keeps its case in the canonical form.
-        plain_next = b"".join(bytes((len(label),)) + label for label in nxt.labels)
-        return _new(_NSEC, 1, 47, next=nxt, windows=_bitmap(wire, at, end),
-                    _canonical=plain_next + wire[at:end])
+        return _new(NSEC, 1, 47, next=nxt, windows=_bitmap(wire, at, end))
     if rdtype == 50:
         if length < 5:
             raise _Unusual
@@ -286,19 +230,17 @@ def _rdata(rdclass: int, rdtype: int, wire: bytes, pos: int, end: int) -> Any:
         nxt_end = at + 1 + hash_len
         if hash_len == 0 or nxt_end > end:
             raise _Unusual
-        return _new(_NSEC3, 1, 50, algorithm=algorithm, flags=flags,
+        return _new(NSEC3, 1, 50, algorithm=algorithm, flags=flags,
                     iterations=iterations, salt=salt, next=wire[at + 1:nxt_end],
-                    windows=_bitmap(wire, nxt_end, end), _canonical=wire[pos:end])
+                    windows=_bitmap(wire, nxt_end, end))
     if rdtype == 6:
         mname, at = _name(wire, pos)
         rname, at = _name(wire, at)
         if at + 20 != end:
             raise _Unusual
         serial, refresh, retry, expire, minimum = struct.unpack_from("!IIIII", wire, at)
-        return _new(_SOA, 1, 6, mname=mname, rname=rname, serial=serial, refresh=refresh,
-                    retry=retry, expire=expire, minimum=minimum,
-                    _canonical=_canonical_name(mname) + _canonical_name(rname)
-                    + wire[at:end])
+        return _new(SOA, 1, 6, mname=mname, rname=rname, serial=serial, refresh=refresh,
+                    retry=retry, expire=expire, minimum=minimum)
     raise _Unusual
 
 
