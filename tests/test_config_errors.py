@@ -217,7 +217,8 @@ def test_do_not_query_takes_addresses_and_networks_only(tmp_path: Path) -> None:
     ('["127.0.0.1:x"]', "port 'x' is not a number"),
     ('["[::1]:"]', "port '' is not a number"),
     ('["127.0.0.1:5\u00b2"]', "is not a number"),
-    ('["127.0.0.1:70000"]', "port 70000 out of range"),
+    ('["127.0.0.1:70000"]', "port 70000 is out of range (1 to 65535)"),
+    ('["127.0.0.1:-1"]', "port -1 is out of range (1 to 65535)"),
 ])
 def test_a_bad_port_is_named_as_a_port(tmp_path: Path, listen: str, words: str) -> None:
     with pytest.raises(ConfigError) as e:

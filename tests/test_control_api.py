@@ -187,8 +187,9 @@ def test_nan_and_infinity_lifetimes_are_400(world: World, tmp_path: Path, raw: b
     (b'{"zone": ' + b"[" * 500 + b"]" * 500 + b"}", "nests JSON more than 8 levels"),
     (b'{"zone": "de", "reason": "\xff"}', "not valid JSON"),
     (b"\xff\xfe", "not valid JSON"),
+    (b'{"zone": "de", "zone": "com"}', "gives 'zone' twice"),  # not the last one silently
 ], ids=["60000-brackets", "5000-digits", "5000-digits-negative", "nested-500", "bad-utf8-string",
-        "bad-utf8"])
+        "bad-utf8", "duplicate-key"])
 def test_every_body_decode_failure_is_a_json_400(world: World, tmp_path: Path, raw: bytes,
                                                  words: str) -> None:
     async def body(control: Control, api: Client) -> None:

@@ -501,3 +501,11 @@ def test_a_time_in_the_future_is_named_past_the_tolerance_and_bounded() -> None:
     assert "1h in the future" in text and text.endswith("taken as now")
     far = time_in_future("last_recheck_at", float(MAX_TIME), T0)
     assert far is not None and "9999-12-31T23:59:59Z" in far and "over 3650d" in far
+
+
+def test_a_cut_zone_in_a_message_keeps_its_closing_quote() -> None:
+    from anchord.control.ntastore import short_repr
+
+    assert short_repr("a" * 100) == "'" + "a" * 35 + "...'"
+    assert short_repr(["x" * 100]) == repr(["x" * 100])[:37] + "..."
+    assert short_repr("de") == "'de'"

@@ -207,3 +207,18 @@ def test_sighup_is_logged_and_serving_goes_on(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_empty_access_control_list_is_warned_about(tmp_path: Path) -> None:
+    """Allowed (a resolver held back on purpose), but every client would be refused."""
+    cfg = _config(tmp_path)
+    cfg.write_text("[server]\naccess_control = []\n" + cfg.read_text())
+    proc = subprocess.Popen([*CLI, "-c", str(cfg), "--listen", f"127.0.0.1:{_free_port()}"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "server.access_control is empty: every client is refused" in first, first
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)

@@ -135,6 +135,19 @@ class ApiError(Exception):
         self.close = close  # answer, then close the connection (no keep-alive)
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object naming one key twice: json.loads would keep the last silently."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _DuplicateKey(f"the request body gives {key!r} twice")
+        doc[key] = value
+    return doc
+
+
 class _NumberTooLong(ValueError):
     pass
 
@@ -166,8 +179,9 @@ def decode_body(raw: bytes) -> Any:
     Python's 4,300-digit conversion limit (refused by _parse_int before int() sees them).
     """
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
-    except _NumberTooLong as e:
+        doc = json.loads(raw.decode("utf-8"), parse_int=_parse_int,
+                         object_pairs_hook=_unique_keys)
+    except (_NumberTooLong, _DuplicateKey) as e:
         raise ApiError(400, str(e)) from None
     except RecursionError:
         raise ApiError(400, f"the request body nests JSON more than {_MAX_DEPTH} levels "

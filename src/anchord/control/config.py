@@ -312,6 +312,8 @@ def _check_range(where: str, value: float, low: float, high: float) -> None:
 
 def _port(text: str) -> int:
     # int() would say "invalid literal for int() with base 10", which names no port.
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+        raise ValueError(f"port {text} is out of range (1 to 65535)")
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"port {text!r} is not a number")
     return int(text)
@@ -336,7 +338,7 @@ def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
         port = _port(p)
     ipaddress.ip_address(host)
     if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} out of range")
+        raise ValueError(f"port {port} is out of range (1 to 65535)")
     return host, port
 
 

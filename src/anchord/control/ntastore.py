@@ -73,7 +73,10 @@ _HINT = "give seconds or a duration such as 90m, 1h, 1h30m, 2d"
 def short_repr(value: Any) -> str:
     """The value as a message quotes it: short, whatever was sent."""
     text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if len(text) <= 40:
+        return text
+    # A cut string keeps its closing quote, so the message still reads as a quotation.
+    return text[:36] + "..." + text[0] if text[0] in "'\"" else text[:37] + "..."
 
 
 # -- lifetimes as operators write them --------------------------------------------------

@@ -222,6 +222,9 @@ def serve(config_file: str | None, listen: tuple[str, ...], clock_start: float |
                     "(dnssec.algorithm_policy = %r), so every answer is insecure "
                     "(RFC 4035 5, RFC 8624): %s", config.dnssec.algorithm_policy,
                     "; ".join(unusable))
+    if not config.server.access_control:
+        log.warning("server.access_control is empty: every client is refused (REFUSED, "
+                    "EDE 18)")
     if clock_start is not None or clock_scale is not None:
         sys.exit(serve_config(config, _scaled_resolver_factory(
             clock_start, clock_scale or 1.0, clock_real_start)))
