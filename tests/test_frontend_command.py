@@ -67,13 +67,18 @@ def test_unusable_trust_anchors_are_named_in_one_warning(tmp_path: Path) -> None
                'C7F8EC8D', '. IN DNSKEY 257 3 3 AQPJ////4Q==']
     cfg.write_text(cfg.read_text() + "\n[dnssec]\ntrust_anchors = [" +
                    ", ".join(f'"{a}"' for a in anchors) + "]\n")
+    first = _first_log_line(cfg)
+    assert "no trust anchor uses an algorithm" in first, first
+    assert "20326 8 3" in first and "DNSKEY 257 3 3" in first
+
+
+def _first_log_line(cfg: Path) -> str:
+    """What `anchord serve -c cfg` logs first; then it is stopped."""
     proc = subprocess.Popen([*CLI, "-c", str(cfg), "--listen", f"127.0.0.1:{_free_port()}"],
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
-        first = proc.stderr.readline()
-        assert "no trust anchor uses an algorithm" in first, first
-        assert "20326 8 3" in first and "DNSKEY 257 3 3" in first
+        return proc.stderr.readline()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
@@ -213,12 +218,5 @@ def test_an_empty_access_control_list_is_warned_about(tmp_path: Path) -> None:
     """Allowed (a resolver held back on purpose), but every client would be refused."""
     cfg = _config(tmp_path)
     cfg.write_text("[server]\naccess_control = []\n" + cfg.read_text())
-    proc = subprocess.Popen([*CLI, "-c", str(cfg), "--listen", f"127.0.0.1:{_free_port()}"],
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        first = proc.stderr.readline()
-        assert "server.access_control is empty: every client is refused" in first, first
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+    first = _first_log_line(cfg)
+    assert "server.access_control is empty: every client is refused" in first, first
