@@ -207,6 +207,29 @@ def test_metrics_and_status_count_the_queries_of_every_worker(tmp_path: Path) ->
     assert sum(served) == counted, (served, counted)
 
 
+def test_a_killed_worker_is_reaped_and_logged_after_a_flush_found_it_gone(
+        tmp_path: Path) -> None:
+    """A flush right after the kill meets the dead worker's pipe (EPIPE) and drops it;
+    the process was then never waited for: a zombie, and no 'ended' line."""
+    import os
+    import signal
+
+    with _two_workers(tmp_path) as w:
+        [other] = _worker_pids(w.resolver.proc.popen.pid)
+        os.kill(other, signal.SIGKILL)
+        # Dead (its pipes closed) but not yet reaped: the flush's write then fails.
+        while "\nState:\tZ" not in Path(f"/proc/{other}/status").read_text():
+            time.sleep(0.005)
+        flushed = _api(w.control_port, w.token, "POST", "/v1/cache/flush", {"zone": "."})
+        assert isinstance(flushed, dict) and flushed["workers_late"] == 0, flushed
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{other}").exists():
+            time.sleep(0.1)
+        assert not Path(f"/proc/{other}").exists(), "the killed worker was not reaped"
+        assert _ask(w.socks, w.resolver.port, "www.c1.de.")  # worker 0 still answers
+    assert f"worker process {other} ended (status 9)" in w.resolver.log, w.resolver.log
+
+
 def _api_get(port: int, token: str, path: str) -> Any:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
                                  headers={"Authorization": f"Bearer {token}"})

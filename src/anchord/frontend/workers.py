@@ -138,6 +138,9 @@ class Hub:
 
     def __init__(self, fds: dict[int, int], reports: dict[int, int] | None = None) -> None:
         self.fds = fds  # worker pid -> write end
+        # The workers not yet reaped: a pipe dropped on EPIPE leaves fds before watch()
+        # sees the process end, and it must still be waited for (no zombie) and logged.
+        self.running = set(fds)
         self.reports = dict(reports or {})  # worker pid -> read end of its counter pipe
         self.peer_stats: dict[int, dict[str, Any]] = {}  # worker pid -> latest snapshot
         self.forget_number = 0  # of the latest forget sent to the workers
@@ -299,31 +302,36 @@ class Hub:
     async def watch(self) -> None:
         """Log workers that end while worker 0 serves (their sockets close; the kernel
         gives their share of clients to the others)."""
-        while self.fds:
+        while self.running:
             await asyncio.sleep(1.0)
-            for pid, fd in list(self.fds.items()):
+            for pid in list(self.running):
                 try:
                     done, status = os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     done, status = pid, 0
                 if done:
                     log.error("worker process %d ended (status %d)", pid, status)
-                    self._drop(pid, fd)
+                    self.running.discard(pid)
+                    fd = self.fds.get(pid)
+                    if fd is not None:
+                        self._drop(pid, fd)
 
     def stop_all(self, timeout: float = 5.0) -> None:
         import time
 
-        pids = list(self.fds)
+        pids = list(self.running)
+        self.running.clear()
         for fd in self.reports.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.reports.clear()
-        for pid, fd in list(self.fds.items()):
+        for fd in self.fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self.fds.clear()
+        for pid in pids:  # unreaped, so the pid is still theirs even if they ended
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        self.fds.clear()
         deadline = time.monotonic() + timeout
         for pid in pids:
             while True:
