@@ -379,15 +379,24 @@ def test_the_control_api_beside_the_resolver_loads(tmp_path: Path) -> None:
     assert cfg.control.enabled is False
 
 
-@pytest.mark.parametrize("toml,key", [
-    ('[nta]\nstate_file = ""\n', "nta.state_file"),
-    ('[control]\ntoken_file = " "\n', "control.token_file"),
+@pytest.mark.parametrize("toml,key,value,why", [
+    ('[nta]\nstate_file = ""\n', "nta.state_file", "''", "is empty"),
+    ('[control]\ntoken_file = " "\n', "control.token_file", "' '", "is empty"),
+    ('[nta]\nstate_file = "."\n', "nta.state_file", "'.'", "names a folder"),
+    ('[nta]\nstate_file = "state/"\n', "nta.state_file", "'state/'", "names a folder"),
 ])
-def test_an_empty_file_path_is_refused(tmp_path: Path, toml: str, key: str) -> None:
+def test_an_empty_file_path_is_refused(tmp_path: Path, toml: str, key: str, value: str,
+                                       why: str) -> None:
     """An empty path is the config file's folder: no NTA could ever be saved."""
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, toml)
-    assert str(e.value) == f"{tmp_path / 'a.toml'}: key '{key}': empty: it must name a file"
+    assert str(e.value) == (f"{tmp_path / 'a.toml'}: key '{key}': {value} {why}: it must "
+                            "name a file")
+
+
+def test_the_token_file_of_a_disabled_control_api_is_not_judged(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[control]\nenabled = false\ntoken_file = ""\n')
+    assert cfg.control.token_file == ""
 
 
 def test_no_address_family_for_upstream_is_refused(tmp_path: Path) -> None:

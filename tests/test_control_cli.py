@@ -261,8 +261,8 @@ def test_cache_flush_says_whose_answers_it_counted() -> None:
     ended = {**late, "workers": 3, "workers_late": 1}
     assert flush_summary(ended) == ("flushed de.: 1 cached answer(s) removed; 1 of 3 workers "
                                     "did not report in time (their removals are not "
-                                    "included); 1 of 3 workers have ended (their caches "
-                                    "ended with them)")
+                                    "included); 1 of 3 workers has ended (its cache "
+                                    "ended with it)")
     # A resolver from before workers_late: who is missing is unknown.
     unknown = {"zone": "de.", "answers_removed": 1, "workers": 2, "workers_reported": 1}
     assert flush_summary(unknown) == ("flushed de.: 1 cached answer(s) removed; only 1 of 2 "

@@ -72,13 +72,13 @@ def test_unusable_trust_anchors_are_named_in_one_warning(tmp_path: Path) -> None
     assert "20326 8 3" in first and "DNSKEY 257 3 3" in first
 
 
-def _first_log_line(cfg: Path) -> str:
-    """What `anchord serve -c cfg` logs first; then it is stopped."""
-    proc = subprocess.Popen([*CLI, "-c", str(cfg), "--listen", f"127.0.0.1:{_free_port()}"],
-                            stderr=subprocess.PIPE, text=True)
+def _first_log_line(cfg: Path, *extra: str, lines: int = 1) -> str:
+    """The first `lines` lines `anchord serve -c cfg` logs; then it is stopped."""
+    args = extra or ("--listen", f"127.0.0.1:{_free_port()}")
+    proc = subprocess.Popen([*CLI, "-c", str(cfg), *args], stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
-        return proc.stderr.readline()
+        return "".join(proc.stderr.readline() for _ in range(lines))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
@@ -101,6 +101,24 @@ def test_listen_option_follows_the_server_listen_rules(tmp_path: Path, listen: l
     r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), *args],
                        capture_output=True, text=True, timeout=30)
     _one_line_status_1(r, said)
+
+
+def test_listen_option_is_judged_against_control_listen_in_place_of_the_file(
+        tmp_path: Path) -> None:
+    """--listen stands in for server.listen before the checks: it may not take the
+    control API's port, and the file's own server.listen no longer counts."""
+    base = _config(tmp_path).read_text().replace("enabled = false",
+                                                  'listen = "127.0.0.1:5397"')
+    cfg = tmp_path / "anchord.toml"
+    cfg.write_text(base)
+    r = subprocess.run([*CLI, "-c", str(cfg), "--listen", "127.0.0.1:5397"],
+                       capture_output=True, text=True, timeout=30)
+    _one_line_status_1(r, "key 'control.listen': '127.0.0.1:5397' takes the port of "
+                          "--listen[0]")
+    # The file's server.listen clashes with control.listen; --listen replaces it.
+    cfg.write_text('[server]\nlisten = ["127.0.0.1:5397"]\n' + base)
+    first = _first_log_line(cfg, "--listen", f"127.0.0.1:{_free_port()}", lines=2)
+    assert "control API on http://127.0.0.1:5397" in first, first
 
 
 def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:

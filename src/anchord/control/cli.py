@@ -219,8 +219,9 @@ def flush_summary(doc: dict[str, Any]) -> str:
             line += (f"; {late} of {workers} workers did not report in time (their "
                      "removals are not included)")
         if gone > 0:
-            line += (f"; {gone} of {workers} workers have ended (their caches ended with "
-                     "them)")
+            line += (f"; 1 of {workers} workers has ended (its cache ended with it)"
+                     if gone == 1 else f"; {gone} of {workers} workers have ended (their "
+                     "caches ended with them)")
     elif workers > 1:
         line += f" across {workers} workers"
     return line

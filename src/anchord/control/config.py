@@ -362,7 +362,7 @@ def _check_endpoint(path: str, text: str, default_port: int, port_0: str) -> tup
     return host, port
 
 
-def check_listen(listen: list[str], key: str = "server.listen") -> None:
+def _check_listen(listen: list[str], key: str = "server.listen") -> None:
     """The listen addresses' rules, for server.listen and for `serve --listen` (`key`
     names them in the error: "server.listen[1]", "--listen[1]")."""
     seen: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
@@ -387,8 +387,9 @@ def check_listen(listen: list[str], key: str = "server.listen") -> None:
         seen[bound] = i
 
 
-def _validate(cfg: Config) -> None:
-    check_listen(cfg.server.listen)
+def _validate(cfg: Config, listen_key: str = "server.listen") -> None:
+    # listen_key: where server.listen came from ("--listen" when the command line gave it).
+    _check_listen(cfg.server.listen, listen_key)
     _check_networks("server.access_control", cfg.server.access_control)
     if not cfg.server.listen:
         raise ConfigError("key 'server.listen': empty: the resolver would listen nowhere")
@@ -470,13 +471,17 @@ def _validate(cfg: Config) -> None:
             if port == control_port and addr.version == control.version and (
                     addr == control or addr.is_unspecified or control.is_unspecified):
                 raise ConfigError(f"key 'control.listen': {cfg.control.listen!r} takes the "
-                                  f"port of server.listen[{i}] ({item!r}): the control API "
+                                  f"port of {listen_key}[{i}] ({item!r}): the control API "
                                   "needs a port of its own")
-    # An empty path would be the config file's folder: every save would fail.
-    for key, value in (("nta.state_file", cfg.nta.state_file),
-                       ("control.token_file", cfg.control.token_file)):
+    # An empty path, ".", or one ending in a slash names a folder: every save would fail.
+    files = [("nta.state_file", cfg.nta.state_file)]
+    if cfg.control.enabled:
+        files.append(("control.token_file", cfg.control.token_file))
+    for key, value in files:
         if not value.strip():
-            raise ConfigError(f"key '{key}': empty: it must name a file")
+            raise ConfigError(f"key '{key}': {value!r} is empty: it must name a file")
+        if value.rstrip().endswith(("/", "/.", "/..")) or value.strip() in (".", ".."):
+            raise ConfigError(f"key '{key}': {value!r} names a folder: it must name a file")
     if not (cfg.upstream.do_ipv4 or cfg.upstream.do_ipv6):
         raise ConfigError("key 'upstream.do_ipv4': false, and upstream.do_ipv6 is false too: "
                           "no upstream server could be asked")
@@ -614,11 +619,15 @@ def unusable_trust_anchors(cfg: Config) -> list[str]:
     return unusable
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Read and check a config file; None gives the defaults."""
+def load_config(path: str | Path | None, listen: list[str] | None = None) -> Config:
+    """Read and check a config file; None gives the defaults. `listen` (serve --listen)
+    stands in for server.listen before the checks, so they judge what will be bound."""
     cfg = Config()
+    listen_key = "server.listen" if listen is None else "--listen"
     if path is None:
-        _validate(cfg)
+        if listen is not None:
+            cfg.server.listen = list(listen)
+        _validate(cfg, listen_key)
         return cfg
     p = Path(path)
     try:
@@ -637,7 +646,9 @@ def load_config(path: str | Path | None) -> Config:
     cfg.source_file = os.path.abspath(p)
     try:
         _fill(cfg, table, "")
-        _validate(cfg)
+        if listen is not None:
+            cfg.server.listen = list(listen)
+        _validate(cfg, listen_key)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
     return cfg

@@ -17,7 +17,6 @@ import click
 from anchord.control.config import (
     Config,
     ConfigError,
-    check_listen,
     load_config,
     unusable_trust_anchors,
 )
@@ -206,10 +205,7 @@ def serve(config_file: str | None, listen: tuple[str, ...], clock_start: float |
           clock_scale: float | None = None, clock_real_start: float | None = None) -> None:
     """Run the resolver: answer clients on the configured addresses."""
     try:
-        config = load_config(config_file)
-        if listen:
-            check_listen(list(listen), "--listen")  # the rules server.listen follows
-            config.server.listen = list(listen)
+        config = load_config(config_file, list(listen) if listen else None)
     except ConfigError as e:
         # Status 1 as the README promises (2 stays click's for a mistyped command line).
         click.echo(f"anchord: {e}", err=True)
