@@ -33,7 +33,12 @@ from anchord.testbed.zones import Hierarchy, TestbedSpec, build_hierarchy
 
 from .conftest import SIGNED_AT, World, config_for
 
-pytestmark = pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg/sendmmsg here")
+
+def test_recvmmsg_and_sendmmsg_are_there() -> None:
+    """anchord serves on Linux (SO_REUSEPORT, recvmmsg): the batched path must be usable
+    here, not skipped; the tests below need it."""
+    assert mmsg.available(), "libc has no recvmmsg/sendmmsg"
+
 
 V4, V6 = "127.0.0.1", "::1"
 OUTSIDE = "127.0.0.2"  # a loopback source the ACL below does not allow
