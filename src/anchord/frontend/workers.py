@@ -164,9 +164,8 @@ class Hub:
     async def forgotten(self, timeout: float = FLUSH_WAIT) -> tuple[int, int, int]:
         """(answers removed, workers that said so, workers still running that did not
         answer in time) for the latest forget the workers were sent, waiting at most
-        `timeout` s for their answers. Call it right after the
-        forget_below, before any await: an answer for a forget nobody waits for is
-        dropped."""
+        `timeout` s for their answers. Call it right after the forget_below, before any
+        await: an answer for a forget nobody waits for is dropped."""
         # The workers the forget was written to, but not one whose counter pipe has
         # closed (it ended; the watch drops it from fds within a second).
         waiting = self.fds.keys() & self.reports.keys()
