@@ -238,3 +238,12 @@ def test_an_empty_access_control_list_is_warned_about(tmp_path: Path) -> None:
     cfg.write_text("[server]\naccess_control = []\n" + cfg.read_text())
     first = _first_log_line(cfg)
     assert "server.access_control is empty: every client is refused" in first, first
+
+
+def test_an_unbracketed_ipv6_address_with_what_looks_like_a_port_gets_a_hint(
+        tmp_path: Path) -> None:
+    """Unbound and Knot write ::1@5354; here "::1:5354" is the address ::1:5354 on port
+    53, which this host does not have."""
+    r = subprocess.run([*CLI, "-c", str(_config(tmp_path)), "--listen", "::1:5354"],
+                       capture_output=True, text=True, timeout=30)
+    _one_line_status_1(r, "cannot listen on ::1:5354", "is written [::1]:5354")

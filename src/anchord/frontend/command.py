@@ -52,6 +52,14 @@ def listen_error(e: OSError) -> str:
     where = f" on {e.filename}" if e.filename else ""
     if e.errno == errno.EADDRINUSE:
         return f"cannot listen{where}: address already in use (another resolver running?)"
+    text = str(e.filename or "")
+    if e.errno == errno.EADDRNOTAVAIL and text.count(":") >= 2 and "[" not in text:
+        # "::1:5354" is an IPv6 address (on port 53), not ::1 on port 5354: a port
+        # follows a bracketed address, where Unbound and Knot write "::1@5354".
+        head, _, tail = text.rpartition(":")
+        return (f"cannot listen{where}: {e.strerror or e} (an IPv6 address with a port "
+                f"is written [{head}]:{tail}; without brackets it is all address, on "
+                "port 53)")
     return f"cannot listen{where}: {e.strerror or e}"
 
 
