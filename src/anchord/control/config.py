@@ -362,24 +362,34 @@ def _check_endpoint(path: str, text: str, default_port: int, port_0: str) -> tup
     return host, port
 
 
+_Binding = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
+
+
+def _binding(host: str, port: int) -> _Binding:
+    # Compared as addresses: "127.0.0.1" is "127.0.0.1:53", "::1" is "[0::1]:53".
+    return ipaddress.ip_address(host), port
+
+
+def _clash(a: _Binding, b: _Binding) -> bool:
+    """Would binding both fail as "address already in use"? The same address and port, or
+    a wildcard address (which takes every address of its family on that port) beside
+    another of its family."""
+    return a[1] == b[1] and a[0].version == b[0].version and (
+        a[0] == b[0] or a[0].is_unspecified or b[0].is_unspecified)
+
+
 def _check_listen(listen: list[str], key: str = "server.listen") -> None:
     """The listen addresses' rules, for server.listen and for `serve --listen` (`key`
     names them in the error: "server.listen[1]", "--listen[1]")."""
-    seen: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
+    seen: dict[_Binding, int] = {}
     for i, item in enumerate(listen):
-        host, port = _check_endpoint(f"{key}[{i}]", item, 53, _LISTEN_PORT_0)
-        # The second bind of the same address would fail as "address already in use
-        # (another resolver running?)", which sends the operator looking for a process.
-        # Compared as addresses: "127.0.0.1" is "127.0.0.1:53", "::1" is "[0::1]:53".
-        bound = (ipaddress.ip_address(host), port)
+        # The second bind would fail as "address already in use (another resolver
+        # running?)", which sends the operator looking for a process.
+        bound = _binding(*_check_endpoint(f"{key}[{i}]", item, 53, _LISTEN_PORT_0))
         if bound in seen:
             raise ConfigError(f"key '{key}[{i}]': {item!r} is listed twice (also "
                               f"{key}[{seen[bound]}])")
-        # A wildcard address covers every address of its family on that port: binding
-        # both fails the same misleading way.
-        overlap = next((j for (addr, p), j in seen.items() if p == port
-                        and addr.version == bound[0].version
-                        and (addr.is_unspecified or bound[0].is_unspecified)), None)
+        overlap = next((j for other, j in seen.items() if _clash(other, bound)), None)
         if overlap is not None:
             raise ConfigError(f"key '{key}[{i}]': {item!r} overlaps "
                               f"{key}[{overlap}] ({listen[overlap]!r}): "
@@ -459,17 +469,13 @@ def _validate(cfg: Config, listen_key: str = "server.listen") -> None:
         )
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"key 'log.level': {cfg.log.level!r} is not debug/info/warning/error")
-    control_host, control_port = _check_endpoint("control.listen", cfg.control.listen, 8953,
-                                                 _LISTEN_PORT_0)
+    control = _binding(*_check_endpoint("control.listen", cfg.control.listen, 8953,
+                                        _LISTEN_PORT_0))
     if cfg.control.enabled:
-        # The API's TCP listener and the resolver's TCP listener on one address: the
-        # second bind fails as "address already in use (another resolver running?)".
-        control = ipaddress.ip_address(control_host)
+        # The API's TCP listener and the resolver's on one address: the same misleading
+        # "address already in use" as two server.listen entries.
         for i, item in enumerate(cfg.server.listen):
-            host, port = parse_endpoint(item, 53)
-            addr = ipaddress.ip_address(host)
-            if port == control_port and addr.version == control.version and (
-                    addr == control or addr.is_unspecified or control.is_unspecified):
+            if _clash(_binding(*parse_endpoint(item, 53)), control):
                 raise ConfigError(f"key 'control.listen': {cfg.control.listen!r} takes the "
                                   f"port of {listen_key}[{i}] ({item!r}): the control API "
                                   "needs a port of its own")
@@ -619,15 +625,20 @@ def unusable_trust_anchors(cfg: Config) -> list[str]:
     return unusable
 
 
+def _validate_with(cfg: Config, listen: list[str] | None) -> None:
+    if listen is None:
+        _validate(cfg)
+    else:
+        cfg.server.listen = list(listen)
+        _validate(cfg, "--listen")
+
+
 def load_config(path: str | Path | None, listen: list[str] | None = None) -> Config:
     """Read and check a config file; None gives the defaults. `listen` (serve --listen)
     stands in for server.listen before the checks, so they judge what will be bound."""
     cfg = Config()
-    listen_key = "server.listen" if listen is None else "--listen"
     if path is None:
-        if listen is not None:
-            cfg.server.listen = list(listen)
-        _validate(cfg, listen_key)
+        _validate_with(cfg, listen)
         return cfg
     p = Path(path)
     try:
@@ -646,9 +657,7 @@ def load_config(path: str | Path | None, listen: list[str] | None = None) -> Con
     cfg.source_file = os.path.abspath(p)
     try:
         _fill(cfg, table, "")
-        if listen is not None:
-            cfg.server.listen = list(listen)
-        _validate(cfg, listen_key)
+        _validate_with(cfg, listen)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
     return cfg
