@@ -394,6 +394,14 @@ def test_an_empty_file_path_is_refused(tmp_path: Path, toml: str, key: str, valu
                             "name a file")
 
 
+def test_an_existing_folder_as_the_state_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, '[nta]\nstate_file = "sub"\n')
+    assert "key 'nta.state_file': 'sub' names a folder: it must name a file" in str(e.value)
+    assert _load(tmp_path, '[nta]\nstate_file = "sub/ntas.json"\n').nta.state_file
+
+
 def test_the_token_file_of_a_disabled_control_api_is_not_judged(tmp_path: Path) -> None:
     cfg = _load(tmp_path, '[control]\nenabled = false\ntoken_file = ""\n')
     assert cfg.control.token_file == ""

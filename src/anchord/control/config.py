@@ -479,14 +479,16 @@ def _validate(cfg: Config, listen_key: str = "server.listen") -> None:
                 raise ConfigError(f"key 'control.listen': {cfg.control.listen!r} takes the "
                                   f"port of {listen_key}[{i}] ({item!r}): the control API "
                                   "needs a port of its own")
-    # An empty path, ".", or one ending in a slash names a folder: every save would fail.
+    # An empty path, ".", one ending in a slash or an existing folder names a folder:
+    # every save would fail.
     files = [("nta.state_file", cfg.nta.state_file)]
     if cfg.control.enabled:
         files.append(("control.token_file", cfg.control.token_file))
     for key, value in files:
         if not value.strip():
             raise ConfigError(f"key '{key}': {value!r} is empty: it must name a file")
-        if value.rstrip().endswith(("/", "/.", "/..")) or value.strip() in (".", ".."):
+        if value.rstrip().endswith(("/", "/.", "/..")) or value.strip() in (".", "..") \
+                or cfg.path(value).is_dir():
             raise ConfigError(f"key '{key}': {value!r} names a folder: it must name a file")
     if not (cfg.upstream.do_ipv4 or cfg.upstream.do_ipv6):
         raise ConfigError("key 'upstream.do_ipv4': false, and upstream.do_ipv6 is false too: "
